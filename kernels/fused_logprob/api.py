@@ -1,0 +1,109 @@
+"""Entry point: per-token log-prob of the target and entropy, from hiddens.
+
+    from kernels.fused_logprob.api import token_logprobs_and_entropy
+    logprob_N, entropy_N = token_logprobs_and_entropy(h_NxD, w_DxV, ids_N)
+
+`implementation` picks a function from `IMPLEMENTATIONS`; `None` means the best
+one for the default backend (pallas_gpu on GPU, xla_chunked elsewhere). An
+implementation that was asked for by name and cannot run raises; nothing ever
+falls back to another implementation silently. `interpret=True` runs the Pallas
+kernels in the Pallas interpreter (CPU; slow, for tests and debugging), as in
+kernels/grpo_loss.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from kernels.fused_logprob import pallas_gpu, reference, xla_chunked
+from kernels.fused_logprob.block_config import BlockSizes
+
+
+def _reference(hidden, unembed, targets, *, temperature, blocks):
+    del blocks  # the oracle has no blocks
+    return reference.token_logprobs_and_entropy(hidden, unembed, targets,
+                                                temperature=temperature)
+
+
+# name -> (function, backends it runs on; None = any backend).
+IMPLEMENTATIONS: dict[str, tuple[Callable, tuple[str, ...] | None]] = {
+    "reference": (_reference, None),
+    "xla_chunked": (xla_chunked.token_logprobs_and_entropy, None),
+    "pallas_gpu": (pallas_gpu.token_logprobs_and_entropy, ("gpu",)),
+}
+
+
+def best_implementation() -> str:
+    """The implementation used when none is named."""
+    return "pallas_gpu" if jax.default_backend() == "gpu" else "xla_chunked"
+
+
+def _resolve(implementation: str | None, interpret: bool) -> Callable:
+    name = best_implementation() if implementation is None else implementation
+    if name not in IMPLEMENTATIONS:
+        raise ValueError(f"unknown fused_logprob implementation {name!r}; "
+                         f"available: {sorted(IMPLEMENTATIONS)} (no pallas_tpu "
+                         "yet: use xla_chunked on TPU)")
+    fn, backends = IMPLEMENTATIONS[name]
+    if interpret:
+        if not name.startswith("pallas"):
+            raise ValueError(f"interpret=True only applies to Pallas implementations,"
+                             f" not {name!r}")
+        return functools.partial(fn, interpret=True)
+    backend = jax.default_backend()
+    if backends is not None and backend not in backends:
+        raise RuntimeError(f"fused_logprob implementation {name!r} needs a "
+                           f"{'/'.join(backends)} backend but JAX's default backend "
+                           f"is {backend!r}; choose 'xla_chunked', or pass "
+                           "interpret=True to emulate the kernel.")
+    return fn
+
+
+def _check_shapes(hidden, unembed, targets, temperature):
+    if unembed.ndim != 2 or hidden.shape[-1] != unembed.shape[0]:
+        raise ValueError(f"hidden [..., D] and unembed [D, V] disagree: "
+                         f"{hidden.shape} vs {unembed.shape}")
+    if targets.shape != hidden.shape[:-1]:
+        raise ValueError(f"targets {targets.shape} must be hidden's leading "
+                         f"shape {hidden.shape[:-1]}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def token_logprobs_and_entropy(hidden_NxD: jax.Array, unembed_DxV: jax.Array,
+                               targets_N: jax.Array, *,
+                               temperature: float = 1.0,
+                               implementation: str | None = None,
+                               blocks: BlockSizes | None = None,
+                               interpret: bool = False
+                               ) -> tuple[jax.Array, jax.Array]:
+    """log softmax(h @ W / T)[target] and the entropy of softmax(h @ W / T).
+
+    Args:
+      hidden_NxD: final hidden states [N, D] (or [..., D]); float32 or bf16.
+      unembed_DxV: unembedding [D, V]; for tied embeddings pass embed_VxD.T.
+      targets_N: int target ids [N] (or [...]). Ids outside [0, V) give a
+        meaningless log-prob and no target gradient: mask such tokens.
+      temperature: the logits are divided by it before the softmax.
+      implementation: a key of IMPLEMENTATIONS, or None for the best available.
+      blocks: tile sizes; None for the implementation's default.
+      interpret: run a Pallas implementation in the interpreter (CPU, slow).
+
+    Returns:
+      (logprob, entropy), float32 with targets' shape. Both are differentiable
+      with respect to hidden and unembed (custom VJP that recomputes logits
+      blocks); a token whose cotangents are zero, e.g. one multiplied by a zero
+      mask, contributes exactly zero gradient.
+    """
+    _check_shapes(hidden_NxD, unembed_DxV, targets_N, temperature)
+    fn = _resolve(implementation, interpret)
+    lead = targets_N.shape
+    hidden_NxD = hidden_NxD.reshape(-1, hidden_NxD.shape[-1])
+    logprob_N, entropy_N = fn(hidden_NxD, unembed_DxV,
+                              targets_N.reshape(-1).astype(jnp.int32),
+                              temperature=temperature, blocks=blocks)
+    return logprob_N.reshape(lead), entropy_N.reshape(lead)

@@ -1,0 +1,129 @@
+"""Blockwise jnp implementation: the portable fallback and the CPU default.
+
+The vocabulary is walked in blocks of `blocks.vocab` columns with `lax.scan`
+(full blocks) plus one static tail block (V % vocab columns), so no [N, V]
+array and no padded copy of the unembedding is ever made. The forward pass
+keeps online log-sum-exp statistics; the backward pass recomputes each logits
+block from (hidden, unembedding) and immediately turns it into the two
+gradient matmuls. Peak memory is O(N * vocab + D * V) instead of O(N * V).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from kernels.fused_logprob import tile_math
+from kernels.fused_logprob.block_config import BlockSizes, XLA_CHUNKED
+
+
+def _vocab_loop(body, carry, vocab_size: int, block: int):
+    """Runs body(carry, start, size) over [0, V) in blocks of `block` columns.
+
+    Full blocks go through one `lax.scan` (dynamic start, static size); the
+    remainder is a single extra call with its own static size.
+    """
+    block = min(block, vocab_size)
+    num_full = vocab_size // block
+    tail = vocab_size - num_full * block
+
+    def scan_body(c, j):
+        return body(c, j * block, block), None
+
+    carry, _ = lax.scan(scan_body, carry, jnp.arange(num_full, dtype=jnp.int32))
+    if tail:
+        carry = body(carry, num_full * block, tail)
+    return carry
+
+
+def _logits_block(hidden_NxD, unembed_DxV, start, size, temperature):
+    """float32 logits of columns [start, start + size), temperature applied."""
+    w_DxC = lax.dynamic_slice_in_dim(unembed_DxV, start, size, axis=1)
+    z_NxC = jnp.dot(hidden_NxD, w_DxC, preferred_element_type=jnp.float32)
+    return z_NxC * (1.0 / temperature), w_DxC
+
+
+def _forward(hidden_NxD, unembed_DxV, targets_N, temperature, blocks):
+    """Returns (logprob, entropy, lse), float32 [N] each."""
+    n = hidden_NxD.shape[0]
+
+    def body(carry, start, size):
+        stats, zt_N = carry
+        z_NxC, _ = _logits_block(hidden_NxD, unembed_DxV, start, size, temperature)
+        cols_C = start + jnp.arange(size, dtype=jnp.int32)
+        stats = tile_math.update_stats(stats, z_NxC)
+        return stats, zt_N + tile_math.target_logit(z_NxC, cols_C, targets_N)
+
+    init = (tile_math.init_stats(n), jnp.zeros((n,), jnp.float32))
+    stats, zt_N = _vocab_loop(body, init, unembed_DxV.shape[1], blocks.vocab)
+    lse_N, entropy_N = tile_math.finalize_stats(stats)
+    return zt_N - lse_N, entropy_N, lse_N
+
+
+def _backward(hidden_NxD, unembed_DxV, targets_N, lse_N, entropy_N, g_lp_N,
+              g_ent_N, temperature, blocks):
+    """Returns (d hidden, d unembed) in the input dtypes."""
+    compute_dtype = jnp.result_type(hidden_NxD.dtype, unembed_DxV.dtype)
+    mean_z_N = lse_N - entropy_N
+    g_lp_N = g_lp_N.astype(jnp.float32)
+    g_ent_N = g_ent_N.astype(jnp.float32)
+    inv_t = 1.0 / temperature
+
+    def body(carry, start, size):
+        dh_NxD, dw_DxV = carry
+        z_NxC, w_DxC = _logits_block(hidden_NxD, unembed_DxV, start, size,
+                                     temperature)
+        cols_C = start + jnp.arange(size, dtype=jnp.int32)
+        dz_NxC = tile_math.logits_grad(z_NxC, cols_C, targets_N, lse_N, mean_z_N,
+                                       g_lp_N, g_ent_N)
+        dz_NxC = (dz_NxC * inv_t).astype(compute_dtype)
+        dh_NxD = dh_NxD + jnp.dot(dz_NxC, w_DxC.T,
+                                  preferred_element_type=jnp.float32)
+        dw_DxC = jnp.dot(hidden_NxD.T, dz_NxC, preferred_element_type=jnp.float32)
+        dw_DxV = lax.dynamic_update_slice_in_dim(
+            dw_DxV, dw_DxC.astype(dw_DxV.dtype), start, axis=1)
+        return dh_NxD, dw_DxV
+
+    init = (jnp.zeros(hidden_NxD.shape, jnp.float32),
+            jnp.zeros(unembed_DxV.shape, unembed_DxV.dtype))
+    dh_NxD, dw_DxV = _vocab_loop(body, init, unembed_DxV.shape[1], blocks.vocab)
+    return dh_NxD.astype(hidden_NxD.dtype), dw_DxV
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _fused(hidden_NxD, unembed_DxV, targets_N, temperature, blocks):
+    logprob_N, entropy_N, _ = _forward(hidden_NxD, unembed_DxV, targets_N,
+                                       temperature, blocks)
+    return logprob_N, entropy_N
+
+
+def _fused_fwd(hidden_NxD, unembed_DxV, targets_N, temperature, blocks):
+    logprob_N, entropy_N, lse_N = _forward(hidden_NxD, unembed_DxV, targets_N,
+                                           temperature, blocks)
+    residuals = (hidden_NxD, unembed_DxV, targets_N, lse_N, entropy_N)
+    return (logprob_N, entropy_N), residuals
+
+
+def _fused_bwd(temperature, blocks, residuals, cotangents):
+    hidden_NxD, unembed_DxV, targets_N, lse_N, entropy_N = residuals
+    g_lp_N, g_ent_N = cotangents
+    dh, dw = _backward(hidden_NxD, unembed_DxV, targets_N, lse_N, entropy_N,
+                       g_lp_N, g_ent_N, temperature, blocks)
+    return dh, dw, None
+
+
+_fused.defvjp(_fused_fwd, _fused_bwd)
+
+
+def token_logprobs_and_entropy(hidden_NxD: jax.Array, unembed_DxV: jax.Array,
+                               targets_N: jax.Array, *,
+                               temperature: float = 1.0,
+                               blocks: BlockSizes | None = None
+                               ) -> tuple[jax.Array, jax.Array]:
+    """(log p(target), entropy) float32 [N] without materialising [N, V]."""
+    blocks = XLA_CHUNKED if blocks is None else blocks
+    return _fused(hidden_NxD, unembed_DxV, targets_N.astype(jnp.int32),
+                  float(temperature), blocks)

@@ -1,0 +1,55 @@
+"""The `rft-jax` command: a thin dispatcher to each feature's own `main(argv)`.
+
+Each subcommand lives beside the code it drives, so this file only names them.
+Imports are lazy: `rft-jax data validate` must not pay for importing JAX.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand -> (module, one-line help). Each module defines `main(argv: list[str]) -> int`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("rft_jax.train.main", "GRPO reinforcement fine-tuning from an experiment config"),
+    "sft": ("rft_jax.sft.main", "supervised fine-tuning on assistant turns (warm start)"),
+    "data": ("rft_jax.data.cli", "validate / split / convert / generate RFT JSONL datasets"),
+    "reward": ("rft_jax.rewards.cli", "test a reward on a dataset, or serve one over HTTP"),
+    "baseline": ("rft_jax.evaluation.baseline", "measure the base model before training"),
+    "eval": ("rft_jax.evaluation.evaluate", "evaluate a model or checkpoint on a dataset"),
+    "report": ("rft_jax.evaluation.report", "HTML report of a training run"),
+    "generate": ("rft_jax.sampling.cli", "sample completions from a model for chat prompts"),
+    "serve": ("rft_jax.serving.server", "OpenAI-compatible HTTP server for a model"),
+}
+
+
+def _usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: rft-jax COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run `rft-jax COMMAND --help` for the options of a command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"rft-jax: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name = COMMANDS[name][0]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name and module_name.startswith(err.name):
+            print(f"rft-jax: command {name!r} is not available in this build ({err})", file=sys.stderr)
+            return 2
+        raise
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

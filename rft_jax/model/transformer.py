@@ -1,0 +1,187 @@
+"""The Llama-family decoder as pure functions over the parameter pytree.
+
+Two entry points share every block:
+
+* `sequence_forward` runs ordinary (left-padded) sequences: the training forward
+  and the prompt prefill. It also returns each layer's keys and values.
+* `branch_forward` runs G continuations of each prompt (a GRPO group) against
+  the prompt's keys/values computed once. With `branch_cache` it is the decode
+  step of the sampler; without it, it is the training forward of the
+  completions, so the prompt is run once per group in both sampling and
+  training (exact, not an approximation).
+
+Layers are stacked on a leading axis and run with `lax.scan`, so compile time
+does not grow with depth.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rft_jax.model.config import ModelConfig
+from rft_jax.model.layers import apply_rope, dense, rms_norm, rope_tables
+
+_MASKED = -1e30
+
+
+class KV(NamedTuple):
+    """Keys and values, e.g. k_LxBxTxJxK for a prompt or k_LxBxGxSxJxK for branches."""
+
+    k: jax.Array
+    v: jax.Array
+
+
+def positions_from_mask(mask_BxT: jax.Array) -> jax.Array:
+    """Left padding shifts a sequence; its first real token still gets position 0."""
+    return jnp.maximum(jnp.cumsum(mask_BxT.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def embed(params: dict, tokens: jax.Array, dtype) -> jax.Array:
+    return params["embed"][tokens].astype(dtype)
+
+
+def unembed_matrix(params: dict) -> jax.Array:
+    """The [D, V] output projection; the transposed embedding when tied."""
+    return params["unembed"] if "unembed" in params else params["embed"].T
+
+
+def logits(params: dict, cfg: ModelConfig, hidden_xD: jax.Array, dtype=jnp.float32) -> jax.Array:
+    h = rms_norm(hidden_xD, params["final_norm"], cfg.rms_norm_eps)
+    return jnp.einsum("...d,dv->...v", h.astype(dtype), unembed_matrix(params).astype(dtype),
+                      preferred_element_type=jnp.float32)
+
+
+def _layer_lora(lora: dict | None, name: str):
+    return None if lora is None else lora.get(name)
+
+
+def _qkv(cfg, p, lora, lora_scale, h, dtype):
+    """Projects normed activations [..., D] to q [..., H, K] and k, v [..., J, K]."""
+    q = dense(h, p["q"], _layer_lora(lora, "q"), lora_scale, dtype)
+    k = dense(h, p["k"], _layer_lora(lora, "k"), lora_scale, dtype)
+    v = dense(h, p["v"], _layer_lora(lora, "v"), lora_scale, dtype)
+    q = q.reshape(*q.shape[:-1], cfg.num_heads, cfg.head_dim)
+    k = k.reshape(*k.shape[:-1], cfg.num_kv_heads, cfg.head_dim)
+    v = v.reshape(*v.shape[:-1], cfg.num_kv_heads, cfg.head_dim)
+    if cfg.qk_norm:
+        q = rms_norm(q, p["q_norm"], cfg.rms_norm_eps)
+        k = rms_norm(k, p["k_norm"], cfg.rms_norm_eps)
+    return q, k, v
+
+
+def _mlp(cfg, p, lora, lora_scale, x, dtype):
+    h = rms_norm(x, p["mlp_norm"], cfg.rms_norm_eps)
+    gate = dense(h, p["gate"], _layer_lora(lora, "gate"), lora_scale, dtype)
+    up = dense(h, p["up"], _layer_lora(lora, "up"), lora_scale, dtype)
+    return dense(jax.nn.silu(gate) * up, p["down"], _layer_lora(lora, "down"), lora_scale, dtype)
+
+
+def _softmax_weights(scores, mask):
+    scores = jnp.where(mask, scores, _MASKED)
+    return jax.nn.softmax(scores, axis=-1)
+
+
+def _sequence_layer(cfg, dtype, lora_scale, x_BxTxD, p, lora, cos, sin, mask_BxTxT):
+    h = rms_norm(x_BxTxD, p["attn_norm"], cfg.rms_norm_eps)
+    q, k, v = _qkv(cfg, p, lora, lora_scale, h, dtype)
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    b, t = q.shape[:2]
+    j, kd = cfg.num_kv_heads, cfg.head_dim
+    q_BxTxJxQxK = q.reshape(b, t, j, cfg.num_heads // j, kd)
+    s = jnp.einsum("btjqk,bsjk->bjqts", q_BxTxJxQxK.astype(dtype), k.astype(dtype),
+                   preferred_element_type=jnp.float32) * kd**-0.5
+    w = _softmax_weights(s, mask_BxTxT[:, None, None])
+    o = jnp.einsum("bjqts,bsjk->btjqk", w.astype(dtype), v.astype(dtype), preferred_element_type=jnp.float32)
+    o = o.reshape(b, t, cfg.num_heads * kd)
+    x = x_BxTxD + dense(o, p["o"], _layer_lora(lora, "o"), lora_scale, dtype).astype(x_BxTxD.dtype)
+    x = x + _mlp(cfg, p, lora, lora_scale, x, dtype).astype(x.dtype)
+    return x, KV(k.astype(dtype), v.astype(dtype))
+
+
+def sequence_forward(params: dict, cfg: ModelConfig, tokens_BxT: jax.Array, mask_BxT: jax.Array, *,
+                     lora: dict | None = None, lora_scale: float = 1.0, dtype=jnp.float32,
+                     remat: bool = False) -> tuple[jax.Array, KV]:
+    """Hidden states [B, T, D] (before the final norm) and per-layer keys/values [L, B, T, J, K]."""
+    mask_BxT = mask_BxT.astype(bool)
+    positions = positions_from_mask(mask_BxT)
+    cos, sin = rope_tables(positions, cfg)
+    t = tokens_BxT.shape[1]
+    causal_TxT = jnp.tril(jnp.ones((t, t), bool))
+    attn_mask = causal_TxT[None] & mask_BxT[:, None, :]
+    x = embed(params, tokens_BxT, jnp.float32)
+    layer_lora = None if lora is None else lora["layers"]
+
+    def body(x, layer):
+        p, lp = layer
+        return _sequence_layer(cfg, dtype, lora_scale, x, p, lp, cos, sin, attn_mask)
+
+    if remat:
+        body = jax.checkpoint(body)
+    x, kv = jax.lax.scan(body, x, (params["layers"], layer_lora))
+    return x, kv
+
+
+def _branch_layer(cfg, dtype, lora_scale, q_offset, x_BxGxCxD, p, lora, cos, sin, prefix_kv, prefix_mask_BxP,
+                  branch_cache):
+    h = rms_norm(x_BxGxCxD, p["attn_norm"], cfg.rms_norm_eps)
+    q, k, v = _qkv(cfg, p, lora, lora_scale, h, dtype)
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    b, g, c = q.shape[:3]
+    j, kd = cfg.num_kv_heads, cfg.head_dim
+    k, v = k.astype(dtype), v.astype(dtype)
+    q5 = q.reshape(b, g, c, j, cfg.num_heads // j, kd).astype(dtype)
+    scale = kd**-0.5
+    # Keys: the shared prompt, then earlier cached branch tokens (decoding), then these C tokens (causal).
+    scores = [jnp.einsum("bgcjqk,bpjk->bgjqcp", q5, prefix_kv.k, preferred_element_type=jnp.float32)]
+    masks = [jnp.broadcast_to(prefix_mask_BxP[:, None, None, None, None, :], scores[0].shape)]
+    values = [("bgjqcp,bpjk->bgcjqk", prefix_kv.v)]
+    if branch_cache is not None:
+        s_cache = jnp.einsum("bgcjqk,bgsjk->bgjqcs", q5, branch_cache.k, preferred_element_type=jnp.float32)
+        scores.append(s_cache)
+        masks.append(jnp.broadcast_to(jnp.arange(branch_cache.k.shape[2]) < q_offset, s_cache.shape))
+        values.append(("bgjqcs,bgsjk->bgcjqk", branch_cache.v))
+    s_new = jnp.einsum("bgcjqk,bgsjk->bgjqcs", q5, k, preferred_element_type=jnp.float32)
+    scores.append(s_new)
+    masks.append(jnp.broadcast_to(jnp.tril(jnp.ones((c, c), bool)), s_new.shape))
+    values.append(("bgjqcs,bgsjk->bgcjqk", v))
+    w = _softmax_weights(jnp.concatenate(scores, -1) * scale, jnp.concatenate(masks, -1)).astype(dtype)
+    o, start = 0.0, 0
+    for (spec, val), sc in zip(values, scores):
+        o = o + jnp.einsum(spec, w[..., start:start + sc.shape[-1]], val, preferred_element_type=jnp.float32)
+        start += sc.shape[-1]
+    o = o.reshape(b, g, c, cfg.num_heads * kd)
+    x = x_BxGxCxD + dense(o, p["o"], _layer_lora(lora, "o"), lora_scale, dtype).astype(x_BxGxCxD.dtype)
+    x = x + _mlp(cfg, p, lora, lora_scale, x, dtype).astype(x.dtype)
+    return x, KV(k, v)
+
+
+def branch_forward(params: dict, cfg: ModelConfig, tokens_BxGxC: jax.Array, prefix_kv: KV,
+                   prefix_mask_BxP: jax.Array, *, q_offset: jax.Array | int = 0, branch_cache: KV | None = None,
+                   lora: dict | None = None, lora_scale: float = 1.0, dtype=jnp.float32,
+                   remat: bool = False) -> tuple[jax.Array, KV]:
+    """Hidden states [B, G, C, D] of G continuations of each prompt, and their keys/values.
+
+    `q_offset` is the index of the first of these C tokens within the
+    continuation (the decode step). With `branch_cache` (k_LxBxGxSxJxK) the
+    tokens also attend to cache slots before `q_offset`; the cache is only
+    read here, and the caller writes the returned keys/values [L, B, G, C, J, K]
+    into it, once per step rather than once per layer.
+    """
+    prefix_mask_BxP = prefix_mask_BxP.astype(bool)
+    prefix_len_B = prefix_mask_BxP.sum(-1).astype(jnp.int32)
+    c = tokens_BxGxC.shape[2]
+    positions = prefix_len_B[:, None, None] + q_offset + jnp.arange(c)[None, None, :]
+    cos, sin = rope_tables(positions, cfg)
+    x = embed(params, tokens_BxGxC, jnp.float32)
+    layer_lora = None if lora is None else lora["layers"]
+
+    def body(x, layer):
+        p, lp, pkv, bkv = layer
+        return _branch_layer(cfg, dtype, lora_scale, q_offset, x, p, lp, cos, sin, pkv, prefix_mask_BxP, bkv)
+
+    if remat:
+        body = jax.checkpoint(body)
+    return jax.lax.scan(body, x, (params["layers"], layer_lora, prefix_kv, branch_cache))

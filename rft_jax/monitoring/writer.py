@@ -1,0 +1,119 @@
+"""MetricsWriter: the one object the trainer hands each step's metrics and rollouts to.
+
+Per step it checks the alarms, then writes the metrics to `metrics.jsonl` (the
+record the report reads), to TensorBoard, and to the console. Every file is
+flushed before `write` returns, so a crash loses nothing already logged. On
+multi-host runs only the primary process (`jax.process_index() == 0`) writes;
+the others get a writer whose methods do nothing, so the trainer needs no `if`.
+
+Layout of a run directory:
+  metrics.jsonl            one JSON object a step: {"step", "time", <metric>: value, ...}
+  alarms.jsonl             one JSON object per alarm, the first time it fires
+  rollouts/step_<n>.jsonl  the completions of step n, one record a line
+  tensorboard/             TensorBoard event files
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rft_jax.monitoring.alarm_monitor import AlarmMonitor
+from rft_jax.monitoring.alarms import AlarmConfig
+from rft_jax.monitoring.console import ConsoleView
+from rft_jax.monitoring.jsonl import append_jsonl
+
+METRICS_FILE = "metrics.jsonl"
+ALARMS_FILE = "alarms.jsonl"
+ROLLOUTS_DIR = "rollouts"
+TENSORBOARD_DIR = "tensorboard"
+
+
+def rollouts_path(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / ROLLOUTS_DIR / f"step_{step}.jsonl"
+
+
+def to_scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Python floats from numbers, numpy and 0-d JAX arrays; anything else is a trainer bug."""
+    scalars = {}
+    for name, value in metrics.items():
+        try:
+            scalars[str(name)] = float(value)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"metric {name!r} is not a scalar: {value!r}") from err
+    return scalars
+
+
+class MetricsWriter:
+    """Writes metrics, rollouts and alarms of one run (see the module docstring for the files)."""
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        *,
+        is_primary: bool = True,
+        total_steps: int | None = None,
+        alarm_config: AlarmConfig | None = AlarmConfig(),
+        console: bool = True,
+        tensorboard: bool = True,
+    ):
+        """`alarm_config=None` turns the alarms off; `console`/`tensorboard=False` suit tests and notebooks."""
+        self.run_dir = Path(run_dir)
+        self.is_primary = is_primary
+        self._alarms = AlarmMonitor(alarm_config) if alarm_config is not None and is_primary else None
+        self._console = ConsoleView(total_steps) if console and is_primary else None
+        self._tb = None
+        if not is_primary:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if tensorboard:
+            from tensorboardX import SummaryWriter  # imported here: non-primary hosts never need it
+
+            self._tb = SummaryWriter(logdir=str(self.run_dir / TENSORBOARD_DIR))
+
+    def write(self, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
+        """Log one step's scalar metrics; returns them with the `alarm/<name>` flags added."""
+        scalars = to_scalars(metrics)
+        if not self.is_primary:
+            return scalars
+        if self._alarms is not None:
+            flags, events = self._alarms.update(step, scalars)
+            scalars.update(flags)
+            if events:
+                append_jsonl(self.run_dir / ALARMS_FILE, (asdict(e) for e in events))
+            for event in events:
+                if self._console is not None:
+                    self._console.print(event.format())
+        append_jsonl(self.run_dir / METRICS_FILE, [{"step": int(step), "time": time.time(), **scalars}])
+        if self._tb is not None:
+            for name, value in scalars.items():
+                self._tb.add_scalar(name, value, global_step=int(step))
+            self._tb.flush()
+        if self._console is not None:
+            self._console.update(step, scalars)
+        return scalars
+
+    def write_rollouts(self, step: int, records: Iterable[Mapping[str, Any]]) -> Path | None:
+        """Save a step's completions (e.g. {"prompt", "completion", "reward", "components"}) for later reading."""
+        if not self.is_primary:
+            return None
+        path = rollouts_path(self.run_dir, step)
+        append_jsonl(path, records, overwrite=True)  # a resumed run redoing step n replaces it
+        return path
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        if self._console is not None:
+            self._console.close()
+            self._console = None
+
+    def __enter__(self) -> MetricsWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

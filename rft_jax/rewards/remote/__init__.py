@@ -1,0 +1,1 @@
+"""Rewards as HTTP endpoints, in the request/response shape managed RFT services use."""

@@ -1,0 +1,63 @@
+"""How the sandbox is isolated from the host, chosen once per process and logged.
+
+Layers, strongest available first:
+  bwrap    bubblewrap: new network, PID, IPC and UTS namespaces; the root file
+           system read-only; a private /tmp; only the work dir writable.
+  unshare  util-linux unshare: new network and PID namespaces. The file system is
+           not made read-only, so writes outside the work dir are stopped only by
+           the dropped user id (when the host runs as root) and the Python guard.
+  none     no namespaces: no network isolation except the Python guard. Logged as
+           a warning; install bubblewrap (`apt-get install bubblewrap`).
+On top of every backend: rlimits, a scrubbed environment, a fresh work dir, and,
+when running as root, a per-slot unprivileged user id.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import subprocess
+
+log = logging.getLogger(__name__)
+BACKENDS = ("bwrap", "unshare", "none")
+
+
+def _works(cmd: list[str], user: int | None) -> bool:
+    try:
+        kwargs = {"user": user, "group": user, "extra_groups": []} if user is not None else {}
+        return subprocess.run(cmd + ["true"], capture_output=True, timeout=10, **kwargs).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@functools.lru_cache(maxsize=None)
+def choose_backend(preferred: str = "auto", probe_uid: int | None = None) -> str:
+    """The strongest backend that actually works here (tried, not just found on PATH)."""
+    candidates = BACKENDS if preferred == "auto" else (preferred,)
+    for backend in candidates:
+        if backend == "none" or (shutil.which(backend) and _works(namespace_prefix(backend, "/", unprivileged=probe_uid is not None or os.geteuid() != 0), probe_uid)):
+            if backend == "bwrap":
+                log.info("sandbox: using bubblewrap (network, PID namespaces; read-only root file system)")
+            elif backend == "unshare":
+                log.warning("sandbox: using `unshare` (bubblewrap %s): network and PID namespaces only; the file "
+                            "system is not read-only outside the work dir", "not requested" if preferred != "auto"
+                            else "not available")
+            else:
+                log.warning("sandbox: no namespace tool works here (bwrap, unshare); NETWORK IS NOT ISOLATED "
+                            "beyond the Python guard. Install bubblewrap: apt-get install bubblewrap")
+            return backend
+    raise RuntimeError(f"sandbox backend {preferred!r} does not work on this machine")
+
+
+def namespace_prefix(backend: str, workdir: str, *, unprivileged: bool) -> list[str]:
+    """The command that wraps the interpreter; `unprivileged` when it will not run as root."""
+    if backend == "bwrap":
+        return ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--as-pid-1",
+                "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+                "--tmpfs", "/dev/shm", "--bind", workdir, workdir, "--chdir", workdir]
+    if backend == "unshare":
+        user = ["--user", "--map-root-user"] if unprivileged else []
+        return ["unshare", *user, "--net", "--pid", "--fork", "--kill-child", "--mount-proc", "--mount"]
+    return []

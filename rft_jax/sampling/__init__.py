@@ -1,0 +1,7 @@
+"""KV-cached sampling of rollouts with their log-probabilities."""
+
+from rft_jax.sampling.generate import Completion, decode_rollout, generate_ids
+from rft_jax.sampling.processors import SamplingParams
+from rft_jax.sampling.sampler import Rollout, sample
+
+__all__ = ["Completion", "Rollout", "SamplingParams", "decode_rollout", "generate_ids", "sample"]

@@ -1,0 +1,87 @@
+"""The jitted KV-cached sampler: prefill each prompt once, decode G continuations.
+
+The prompt's keys/values are computed once and shared by the G samples of its
+group (they are only read during decoding). The loop is a `lax.while_loop`
+that stops as soon as every sequence has produced an end-of-sequence token.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rft_jax.model.config import ModelConfig
+from rft_jax.model.transformer import KV, branch_forward, logits, sequence_forward
+from rft_jax.sampling.processors import SamplingParams, draw
+
+
+class Rollout(NamedTuple):
+    """G sampled continuations of B prompts."""
+
+    tokens_BxGxC: jax.Array  # int32, pad after the end
+    logprobs_BxGxC: jax.Array  # float32 log-prob of each token under the sampling policy (0 on padding)
+    mask_BxGxC: jax.Array  # bool, True on generated tokens (the EOS token included)
+    lengths_BxG: jax.Array  # int32 number of generated tokens
+    stopped_BxG: jax.Array  # bool: ended with an EOS (else hit the length limit)
+
+
+def _last_hidden(hidden_BxPxD, mask_BxP):
+    # Prompts are left-padded, so the last position is always the last real token.
+    del mask_BxP
+    return hidden_BxPxD[:, -1]
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "params_sampling", "num_samples", "max_new_tokens", "dtype",
+                                             "eos_ids", "pad_id", "lora_scale"))
+def sample(params: dict, cfg: ModelConfig, prompt_BxP: jax.Array, prompt_mask_BxP: jax.Array, key: jax.Array, *,
+           params_sampling: SamplingParams, num_samples: int, max_new_tokens: int, eos_ids: tuple[int, ...],
+           pad_id: int, lora: dict | None = None, lora_scale: float = 1.0, dtype=jnp.float32) -> Rollout:
+    """Samples `num_samples` continuations of each left-padded prompt."""
+    b, g, c = prompt_BxP.shape[0], num_samples, max_new_tokens
+    hidden, prefix_kv = sequence_forward(params, cfg, prompt_BxP, prompt_mask_BxP, lora=lora,
+                                         lora_scale=lora_scale, dtype=dtype)
+    first_logits_BxV = logits(params, cfg, _last_hidden(hidden, prompt_mask_BxP), dtype)
+    key, sub = jax.random.split(key)
+    first_logits = jnp.broadcast_to(first_logits_BxV[:, None], (b, g, cfg.vocab_size))
+    tok0, lp0 = draw(sub, first_logits, params_sampling)
+    eos = jnp.asarray(eos_ids, jnp.int32)
+
+    cache_shape = (cfg.num_layers, b, g, c, cfg.num_kv_heads, cfg.head_dim)
+    state = dict(
+        step=jnp.int32(0),
+        key=key,
+        cache=KV(jnp.zeros(cache_shape, dtype), jnp.zeros(cache_shape, dtype)),
+        current=tok0.astype(jnp.int32),
+        current_lp=lp0,
+        tokens=jnp.full((b, g, c), pad_id, jnp.int32),
+        logprobs=jnp.zeros((b, g, c), jnp.float32),
+        done=jnp.zeros((b, g), bool),
+        lengths=jnp.zeros((b, g), jnp.int32),
+    )
+
+    def cond(s):
+        return (s["step"] < c) & ~jnp.all(s["done"])
+
+    def body(s):
+        t = s["step"]
+        alive = ~s["done"]
+        tok = jnp.where(alive, s["current"], pad_id)
+        tokens = jax.lax.dynamic_update_slice_in_dim(s["tokens"], tok[..., None], t, axis=2)
+        logprobs = jax.lax.dynamic_update_slice_in_dim(s["logprobs"], jnp.where(alive, s["current_lp"], 0.0)[..., None], t, axis=2)
+        lengths = s["lengths"] + alive.astype(jnp.int32)
+        done = s["done"] | jnp.isin(s["current"], eos)
+        h, new_kv = branch_forward(params, cfg, tok[..., None], prefix_kv, prompt_mask_BxP, q_offset=t,
+                                   branch_cache=s["cache"], lora=lora, lora_scale=lora_scale, dtype=dtype)
+        cache = KV(*(jax.lax.dynamic_update_slice_in_dim(full, new, t, axis=3)
+                     for full, new in zip(s["cache"], new_kv)))
+        key, sub = jax.random.split(s["key"])
+        nxt, lp = draw(sub, logits(params, cfg, h[:, :, 0], dtype), params_sampling)
+        return dict(step=t + 1, key=key, cache=cache, current=nxt.astype(jnp.int32), current_lp=lp,
+                    tokens=tokens, logprobs=logprobs, done=done, lengths=lengths)
+
+    s = jax.lax.while_loop(cond, body, state)
+    mask = jnp.arange(c)[None, None, :] < s["lengths"][..., None]
+    return Rollout(s["tokens"], s["logprobs"], mask, s["lengths"], s["done"])

@@ -1,0 +1,48 @@
+"""Shared fixtures: the default model (loaded once) and tiny random HF checkpoints."""
+
+from __future__ import annotations
+
+import os
+
+# Tests see 8 fake CPU devices (sharding tests); must be set before JAX starts.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def _has_gpu() -> bool:
+    try:
+        return any(d.platform == "gpu" for d in jax.devices())
+    except RuntimeError:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    if _has_gpu():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """(config, float32 params, tokenizer) of the default model, from its GGUF."""
+    from rft_jax.model import DEFAULT_MODEL, load_model
+    from rft_jax.model.tokenizer import load_tokenizer
+
+    cfg, params = load_model(DEFAULT_MODEL, dtype=jax.numpy.float32)
+    return cfg, params, load_tokenizer(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf_path():
+    from rft_jax.model import DEFAULT_MODEL, resolve_model_path
+
+    return resolve_model_path(DEFAULT_MODEL)
