@@ -18,6 +18,9 @@ $(VENV)/.runtime: requirements.txt pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.test: requirements-test.txt $(VENV)/.runtime
+	# Chromium renders the HTML report in a test; bubblewrap isolates the code sandbox.
+	(command -v chromium && command -v bwrap) >/dev/null || (apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core bubblewrap)
 	$(PIP) torch==2.13.0
 	$(PIP) -r requirements-test.txt
 	touch $@

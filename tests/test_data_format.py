@@ -13,7 +13,8 @@ class CharTokenizer:
     """Fake chat tokenizer: one token per character of the rendered prompt."""
 
     def apply_chat_template(self, messages, tools=None, add_generation_prompt=True):
-        text = "".join(f"<{m['role']}>{m['content']}" for m in messages) + ("<assistant>" if add_generation_prompt else "")
+        text = "".join(f"<{m['role']}>{m['content']}" for m in messages)
+        text += "<assistant>" if add_generation_prompt else ""
         return list(range(len(text)))
 
 
@@ -119,3 +120,11 @@ def test_validate_cli_exit_status_and_summary(tmp_path, capsys):
     assert data_main(["validate", str(bad), "--reward", "math_answer"]) == 1
     assert "reference_answer: missing" in capsys.readouterr().out
     assert data_main(["validate", str(bad), "--reward", "answer_format"]) == 0
+
+
+def test_data_and_reward_commands_do_not_import_jax():
+    import subprocess
+    import sys
+    code = ("import sys, rft_jax.data.cli, rft_jax.rewards.cli, rft_jax.rewards.registry; "
+            "sys.exit('jax' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

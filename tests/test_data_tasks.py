@@ -66,5 +66,6 @@ def test_generate_cli_matches_library(tmp_path):
     assert data_main(["generate", "arithmetic", "--n", "8", "--seed", "5", "--out", str(out),
                       "--levels", "one_step,two_step", "--instruction", "Say ANSWER: n"]) == 0
     loaded = load_dataset(str(out))
-    expected = generate_arithmetic(8, seed=5, levels=("one_step", "two_step"), prompt=PromptStyle(instruction="Say ANSWER: n"))
+    expected = generate_arithmetic(8, seed=5, levels=("one_step", "two_step"),
+                                   prompt=PromptStyle(instruction="Say ANSWER: n"))
     assert [e.to_record() for e in loaded] == [e.to_record() for e in expected]

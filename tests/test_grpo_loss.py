@@ -17,7 +17,8 @@ def test_clipped_surrogate_by_hand():
     r = jnp.array([1.5, 1.5, 0.5, 0.5, 1.1])
     adv = jnp.array([1.0, -1.0, 1.0, -1.0, 2.0])
     loss, clipped = clipped_surrogate(jnp.log(r), adv, 0.2, 0.28)
-    # max(-A·r, -A·clip(r)): (-1.5, -1.28) (-> clipped), (1.5, 1.28), (-0.5, -0.8), (0.5, 0.8) (-> clipped), (-2.2, -2.2)
+    # max(-A·r, -A·clip(r)) per token: (-1.5, -1.28) -> clipped, (1.5, 1.28), (-0.5, -0.8),
+    # (0.5, 0.8) -> clipped, (-2.2, -2.2)
     np.testing.assert_allclose(loss, [-1.28, 1.5, -0.5, 0.8, -2.2], rtol=1e-6)
     np.testing.assert_array_equal(clipped, [True, False, False, True, False])
 
@@ -120,7 +121,8 @@ def test_mask_truncated_drops_whole_sequences():
     cfg = GRPOLossConfig(mask_truncated=True, aggregation="seq-mean-token-mean")
     truncated_B = jnp.array([False, True])
     loss, _ = grpo_loss(LOGP_BxC, OLD_BxC, ADV_B, MASK, cfg, truncated_B=truncated_B)
-    expected, _ = grpo_loss(LOGP_BxC, OLD_BxC, ADV_B, MASK.at[1].set(0), GRPOLossConfig(aggregation="seq-mean-token-mean"))
+    plain = GRPOLossConfig(aggregation="seq-mean-token-mean")
+    expected, _ = grpo_loss(LOGP_BxC, OLD_BxC, ADV_B, MASK.at[1].set(0), plain)
     np.testing.assert_allclose(loss, expected)
     np.testing.assert_allclose(loss, (-1.28 - 0.5 - 1.0) / 3, rtol=1e-6)
 

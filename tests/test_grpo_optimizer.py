@@ -42,7 +42,7 @@ def test_one_adamw_step_by_hand():
 
 def test_accumulated_gradient_equals_full_batch_gradient():
     rng = np.random.default_rng(0)
-    batch = {"x": jnp.asarray(rng.normal(size=(8, 3)), jnp.float32), "y": jnp.asarray(rng.normal(size=(8,)), jnp.float32)}
+    batch = {"x": jnp.asarray(rng.normal(size=(8, 3)), jnp.float32), "y": jnp.asarray(rng.normal(size=8), jnp.float32)}
     params = {"w": jnp.array([0.5, -1.0, 2.0])}
 
     def loss_fn(p, b):
@@ -61,7 +61,8 @@ def test_accumulated_gradient_equals_full_batch_gradient():
     # bf16 parameters: summed in f32, returned in the dtype grad_fn gives (bf16 here).
     loss16 = lambda p, b: loss_fn(jax.tree.map(lambda q: q.astype(jnp.float32), p), b)  # noqa: E731
     bf16 = jax.tree.map(lambda p: p.astype(jnp.bfloat16), params)
-    grads16, _ = accumulate_gradients(lambda p, b: jax.grad(loss16, has_aux=True)(p, b), bf16, split_microbatches(batch, 4))
+    grad16_fn = jax.grad(loss16, has_aux=True)
+    grads16, _ = accumulate_gradients(grad16_fn, bf16, split_microbatches(batch, 4))
     assert grads16["w"].dtype == jnp.bfloat16
     np.testing.assert_allclose(grads16["w"].astype(jnp.float32), full_grads["w"], rtol=2e-2)
 

@@ -87,7 +87,8 @@ def sql_example():
 
 
 def test_sql_result_matches_rows_order_insensitively(sql_example):
-    e = Example(id="s", messages=sql_example.messages, reference_answer="SELECT name FROM customers WHERE city = 'Lyon'",
+    e = Example(id="s", messages=sql_example.messages,
+                reference_answer="SELECT name FROM customers WHERE city = 'Lyon'",
                 metadata=sql_example.metadata)
     assert sql_result(e, "```sql\nSELECT name FROM customers WHERE city = 'Lyon' ORDER BY name DESC;\n```").score == 1.0
     assert sql_result(e, "SELECT name FROM customers").score == 0.0

@@ -63,7 +63,7 @@ def test_parse_spec_forms(tmp_path):
 
 def test_every_registered_reward_builds():
     for name in REWARDS:
-        params = {"pattern": "x"} if name == "regex_format" else {"url": "http://127.0.0.1:9"} if name == "remote" else {}
+        params = {"regex_format": {"pattern": "x"}, "remote": {"url": "http://127.0.0.1:9"}}.get(name, {})
         assert build_reward({"name": name, **params}).score_batch([], []) == []
 
 

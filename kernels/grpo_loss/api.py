@@ -74,7 +74,7 @@ def grpo_loss(
     if ref_logp_BxC is not None:
         metrics["actor/kl_loss"] = sums["kl"]
     if entropy_BxC is not None:
-        entropy = jnp.sum(weight_BxC * entropy_BxC.astype(jnp.float32))
+        entropy = jnp.sum(jnp.where(valid_BxC, weight_BxC * entropy_BxC.astype(jnp.float32), 0.0))
         loss = loss - cfg.entropy_coef * entropy
         metrics["actor/entropy"] = entropy
     return loss, metrics

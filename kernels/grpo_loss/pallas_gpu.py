@@ -5,8 +5,9 @@ writes d loss / d logp for its tokens, and writes one partial sum per statistic
 (a squeezed scalar block); the few partial sums are added up in XLA. The math
 is `fused_math.token_value_and_grad`, the same code as the XLA backend.
 
-Runs on CPU only with `interpret=True` (how the tests check it). Not yet run on
-a real GPU: no GPU was available when it was written.
+On CPU it runs only with `interpret=True`, which is how the tests check its
+values; a test also lowers it for CUDA to check that Triton accepts it. It has
+not yet run on a real GPU: none was available when it was written.
 """
 
 from __future__ import annotations

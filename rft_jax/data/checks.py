@@ -56,10 +56,12 @@ def check_message(message: Any, index: int, line: int) -> list[Problem]:
     if isinstance(content, list):
         for j, part in enumerate(content):
             if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
-                return [Problem(line, f"{field}.content[{j}]", "content parts must be {\"type\": \"text\", \"text\": str}",
+                return [Problem(line, f"{field}.content[{j}]",
+                                'content parts must be {"type": "text", "text": str}',
                                 "convert the part to a text part, or use a plain string content")]
     elif content is not None and not isinstance(content, str):
-        return [Problem(line, f"{field}.content", f"must be a string or a list of text parts, got {type(content).__name__}",
+        return [Problem(line, f"{field}.content",
+                        f"must be a string or a list of text parts, got {type(content).__name__}",
                         "use a string")]
     if not message_text(message).strip() and not (role == "assistant" and message.get("tool_calls")):
         return [Problem(line, f"{field}.content", "empty content", "write the message text, or remove the message")]

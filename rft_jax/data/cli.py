@@ -11,6 +11,7 @@ import os
 import sys
 
 from rft_jax.data.convert import convert_lines
+from rft_jax.data.problems import DatasetError
 from rft_jax.data.split import split_examples
 from rft_jax.data.summary import format_summary, summarize
 from rft_jax.data.validate import load_dataset, validate_file, write_jsonl
@@ -62,14 +63,20 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    return {"validate": cmd_validate, "split": cmd_split, "convert": cmd_convert, "generate": cmd_generate}[
-        args.command](args)
+    command = {"validate": cmd_validate, "split": cmd_split, "convert": cmd_convert, "generate": cmd_generate}
+    try:
+        return command[args.command](args)
+    except (DatasetError, OSError, ValueError) as err:  # user errors: a message, not a traceback
+        print(f"rft-jax data {args.command}: {err}", file=sys.stderr)
+        return 1
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     tokenizer = None
     if args.model:
-        from rft_jax.model.tokenizer import load_tokenizer  # lazy: heavy, and only needed for lengths
+        from rft_jax.model.tokenizer import (
+            load_tokenizer,  # lazy: heavy, and only needed for lengths
+        )
         tokenizer = load_tokenizer(args.model)
     elif args.max_prompt_tokens:
         print("--max-prompt-tokens needs --model to count tokens", file=sys.stderr)

@@ -60,8 +60,10 @@ def format_summary(summary: dict) -> str:
     if summary["prompt_length"]:
         pct = "  ".join(f"{k}={v}" for k, v in summary["prompt_length"].items())
         lines.append(f"prompt length ({summary['prompt_length_unit']}): {pct}")
-    lines.append("metadata fields: " + (", ".join(f"{k} ({v})" for k, v in summary["metadata_fields"].items()) or "none"))
-    lines.append("reference types: " + ", ".join(f"{k} ({v})" for k, v in summary["reference_types"].items()))
+    fields = ", ".join(f"{k} ({v})" for k, v in summary["metadata_fields"].items())
+    lines.append("metadata fields: " + (fields or "none"))
+    types = ", ".join(f"{k} ({v})" for k, v in summary["reference_types"].items())
+    lines.append("reference types: " + (types or "none"))
     if summary["with_tools"]:
         lines.append(f"examples with tools: {summary['with_tools']}")
     return "\n".join(lines)

@@ -147,7 +147,7 @@ def grpo_loss(
         loss = loss + cfg.beta * kl_loss
         metrics["actor/kl_loss"] = kl_loss
     if entropy_BxC is not None:
-        entropy = jnp.sum(weight_BxC * f32(entropy_BxC))
+        entropy = jnp.sum(jnp.where(valid_BxC, weight_BxC * f32(entropy_BxC), 0.0))
         loss = loss - cfg.entropy_coef * entropy
         metrics["actor/entropy"] = entropy
     return loss, metrics

@@ -5,10 +5,10 @@
     results = scorer.score_batch(examples, completions)   # never raises for a bad sample
 """
 
+from rft_jax.rewards.registry import REWARDS, RewardEntry
 from rft_jax.rewards.result import RewardResult
-from rft_jax.rewards.spec import RewardSpec, parse_spec
-from rft_jax.rewards.registry import REWARDS, RewardEntry  # noqa: E402  (after result: graders import it)
 from rft_jax.rewards.scorer import AggregateScorer, FunctionScorer, build_reward
+from rft_jax.rewards.spec import RewardSpec, parse_spec
 
 __all__ = ["REWARDS", "AggregateScorer", "FunctionScorer", "RewardEntry", "RewardResult", "RewardSpec",
            "build_reward", "parse_spec"]

@@ -26,14 +26,20 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    from rft_jax.data.problems import DatasetError
     from rft_jax.rewards.scorer import build_reward
 
-    scorer = build_reward(args.reward)
+    try:
+        scorer = build_reward(args.reward)
+        if args.command == "test":
+            from rft_jax.data.validate import load_dataset
+            examples = load_dataset(args.data, require_reference=scorer.needs_reference)[: args.limit]
+    except (DatasetError, OSError, ValueError, ImportError, AttributeError) as err:
+        print(f"rft-jax reward {args.command}: {err}", file=sys.stderr)
+        return 2
     if args.command == "test":
-        from rft_jax.data.validate import load_dataset
         from rft_jax.rewards.reward_test import format_report, run_reward_test
 
-        examples = load_dataset(args.data, require_reference=scorer.needs_reference)[: args.limit]
         report = run_reward_test(scorer, examples, bad_file=args.bad)
         print(format_report(report))
         return 0 if report.ok() else 1

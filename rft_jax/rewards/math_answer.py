@@ -43,7 +43,8 @@ def reference_value(reference: object) -> object:
 
 
 def strict_form_ok(answer: str, reference: object) -> bool:
-    integer_reference = isinstance(reference, int) or (isinstance(reference, str) and _PLAIN_INT.fullmatch(reference.strip()))
+    integer_reference = isinstance(reference, int) or (
+        isinstance(reference, str) and _PLAIN_INT.fullmatch(reference.strip()))
     return bool((_PLAIN_INT if integer_reference else _PLAIN_NUMBER).fullmatch(answer))
 
 
@@ -62,8 +63,7 @@ def symbolically_equal(a: str, b: str, max_chars: int = 200) -> bool:
     if len(a) > max_chars or len(b) > max_chars:
         return False
     import sympy  # lazy: slow to import and only needed when asked for
-    from sympy.parsing.sympy_parser import (implicit_multiplication_application, parse_expr,
-                                            standard_transformations)
+    from sympy.parsing.sympy_parser import implicit_multiplication_application, parse_expr, standard_transformations
 
     transformations = standard_transformations + (implicit_multiplication_application,)
 

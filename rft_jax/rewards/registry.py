@@ -12,8 +12,16 @@ import dataclasses
 import functools
 from typing import Callable
 
-from rft_jax.rewards import (code_tests, json_schema, language_consistency, length_penalty, math_answer, sql_result,
-                             string_check, text_similarity)
+from rft_jax.rewards import (
+    code_tests,
+    json_schema,
+    language_consistency,
+    length_penalty,
+    math_answer,
+    sql_result,
+    string_check,
+    text_similarity,
+)
 from rft_jax.rewards.remote import client
 
 

@@ -34,7 +34,8 @@ def make_database_sql(rng: np.random.Generator, customers: int = 12, products: i
         price = float(rng.integers(100, 5000)) / 100
         rows.append(f"INSERT INTO products VALUES ({i}, 'item{i:02d}', '{rng.choice(CATEGORIES)}', {price:.2f});")
     for i in range(1, orders + 1):
-        rows.append(f"INSERT INTO orders VALUES ({i}, {rng.integers(1, customers + 1)}, {rng.integers(1, products + 1)}, "
+        customer, product = rng.integers(1, customers + 1), rng.integers(1, products + 1)
+        rows.append(f"INSERT INTO orders VALUES ({i}, {customer}, {product}, "
                     f"{rng.integers(1, 6)}, '2024-{rng.integers(1, 13):02d}-{rng.integers(1, 29):02d}');")
     return "\n".join(rows)
 

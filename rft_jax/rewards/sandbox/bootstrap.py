@@ -29,7 +29,8 @@ def apply_limits(limits):
 
 
 def install_guard(workdir):
-    """Refuse sockets and writes outside `workdir` at the Python level (audit hooks cannot be removed)."""
+    """Refuse sockets, writes outside `workdir`, and other processes' /proc files (their
+    environment) at the Python level; audit hooks cannot be removed once added."""
     root = os.path.realpath(workdir)
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
@@ -44,6 +45,9 @@ def install_guard(workdir):
         if event in ("socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg"):
             raise PermissionError(f"sandbox: network access refused ({event})")
         if event == "open" and args[0] is not None and not isinstance(args[0], int):
+            path = os.fsdecode(args[0])
+            if path.startswith("/proc/") and not path.startswith(("/proc/self/", "/proc/thread-self/")):
+                raise PermissionError(f"sandbox: reading other processes' /proc entries refused: {path}")
             mode, flags = args[1], args[2]
             writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
                 isinstance(flags, int) and flags & write_flags)

@@ -37,7 +37,9 @@ def choose_backend(preferred: str = "auto", probe_uid: int | None = None) -> str
     """The strongest backend that actually works here (tried, not just found on PATH)."""
     candidates = BACKENDS if preferred == "auto" else (preferred,)
     for backend in candidates:
-        if backend == "none" or (shutil.which(backend) and _works(namespace_prefix(backend, "/", unprivileged=probe_uid is not None or os.geteuid() != 0), probe_uid)):
+        unprivileged = probe_uid is not None or os.geteuid() != 0
+        if backend == "none" or (shutil.which(backend)
+                                 and _works(namespace_prefix(backend, "/", unprivileged=unprivileged), probe_uid)):
             if backend == "bwrap":
                 log.info("sandbox: using bubblewrap (network, PID namespaces; read-only root file system)")
             elif backend == "unshare":

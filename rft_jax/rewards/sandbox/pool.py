@@ -16,6 +16,8 @@ from rft_jax.rewards.sandbox.process import SandboxResult, default_uid, run_pyth
 
 class SandboxPool:
     def __init__(self, max_workers: int = 2, limits: SandboxLimits = SandboxLimits(), backend: str = "auto"):
+        if not 1 <= max_workers <= 63:  # default_uid() leaves 64 uids per host process
+            raise ValueError(f"max_workers must be in 1..63, got {max_workers}")
         self.max_workers = max_workers
         self.limits = limits
         self.backend = backend

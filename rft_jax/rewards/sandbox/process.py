@@ -41,8 +41,18 @@ class SandboxResult:
         """A one-line, per-sample reason when the run did not finish cleanly."""
         if self.status == "ok":
             return None
-        tail = self.output.strip().splitlines()[-1:] or [""]
-        return f"{self.status}: {tail[0][:200]}" if tail[0] else self.status
+        if self.status in REASONS:
+            return f"{self.status}: {REASONS[self.status]}"
+        tail = self.output.strip().splitlines()[-1:] or ["no output"]
+        return f"{self.status} (exit {self.returncode}): {tail[0][:200]}"
+
+
+REASONS = {
+    "timeout": "wall-clock limit reached; process tree killed",
+    "cpu_limit": "CPU time limit (RLIMIT_CPU) reached",
+    "memory_limit": "MemoryError at the address-space limit (RLIMIT_AS)",
+    "output_limit": "output exceeded the size limit; process tree killed",
+}
 
 
 def run_python(files: dict[str, str], entry: str, *, limits: SandboxLimits = SandboxLimits(),

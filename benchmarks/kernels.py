@@ -1,0 +1,212 @@
+"""Benchmark of kernels/fused_logprob: peak memory and forward+backward time against naive logits.
+
+    python -m benchmarks.kernels                      # CPU default, about 3-5 minutes on 2 cores
+    python -m benchmarks.kernels --sizes 16384:151936:1536 --repeats 3   # one size, timed
+    python -m benchmarks.kernels --memory-only        # compile-only memory table for the full grid
+
+What is measured, for the step `value_and_grad(sum(a * logprob + b * entropy))` w.r.t. hidden and
+unembedding (the training use):
+- peak memory: `temp + output` bytes of the compiled executable (`compiled.memory_analysis()`),
+  i.e. XLA's buffer assignment, which packs temporaries into one arena sized at their peak. The
+  arguments (hidden, unembedding, ids) are the same for every implementation and left out. It
+  needs only compilation, so it is reported for the whole issue grid even where the naive version
+  could not run on this machine.
+- time: wall clock of the compiled step, implementations interleaved within each repeat (the
+  machine is shared, so interleaving keeps the comparison fair) and the minimum kept.
+"naive" is kernels/fused_logprob/reference.py: full [N, V] float32 logits, autodiff backward.
+
+Goals (issue 4): memory <= 1/8 of naive at N=16k, V=151,936; on CPU xla_chunked no slower than
+naive; on GPU pallas_gpu at least as fast as naive and within 2x of the roofline bound printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+
+from kernels.fused_logprob import api
+
+GRID = [(n, v, d) for n in (4096, 16384) for v in (49152, 151936) for d in (576, 1536)]
+CPU_TIMED = [(4096, 49152, 576), (4096, 151936, 576)]
+GPU_TIMED = GRID
+GIB = 2**30
+
+# H100 SXM / H200 dense bf16 tensor-core peak and HBM bandwidth, for the roofline bound.
+GPU_PEAKS = {"H100": (989e12, 3.35e12), "H200": (989e12, 4.8e12)}
+
+
+def _implementations() -> list[str]:
+    names = ["naive", "xla_chunked"]
+    return names + (["pallas_gpu"] if jax.default_backend() == "gpu" else [])
+
+
+def _step(name: str, temperature: float = 1.0):
+    """jitted (hidden, unembed, ids, a, b) -> (loss, (d hidden, d unembed))."""
+    impl = "reference" if name == "naive" else name
+
+    def loss(h, w, t, a, b):
+        lp, ent = api.token_logprobs_and_entropy(h, w, t, temperature=temperature, implementation=impl)
+        return jnp.sum(a * lp + b * ent)
+
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+
+
+def _abstract_inputs(n, v, d, dtype):
+    f = jax.ShapeDtypeStruct
+    return (f((n, d), dtype), f((d, v), dtype), f((n,), jnp.int32), f((n,), jnp.float32), f((n,), jnp.float32))
+
+
+def _inputs(n, v, d, dtype):
+    k = jax.random.split(jax.random.PRNGKey(0), 5)
+    h = jax.random.normal(k[0], (n, d), dtype)
+    w = (jax.random.normal(k[1], (d, v)) / d**0.5).astype(dtype)
+    t = jax.random.randint(k[2], (n,), 0, v)
+    return h, w, t, jax.random.normal(k[3], (n,)), jax.random.uniform(k[4], (n,))
+
+
+def _peak_bytes(compiled) -> int:
+    ma = compiled.memory_analysis()
+    return ma.temp_size_in_bytes + ma.output_size_in_bytes
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.machine()
+
+
+def _available_bytes() -> int:
+    with open("/proc/meminfo") as f:
+        info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+    return info.get("MemAvailable", 0)
+
+
+def _roofline_s(n, v, d, dtype, device_kind: str) -> float | None:
+    """Lower bound for a recomputing kernel: max(4 matmuls of 2NDV flops, minimal HBM traffic)."""
+    peaks = next((p for key, p in GPU_PEAKS.items() if key in device_kind), None)
+    if peaks is None:
+        return None
+    flops, bandwidth = peaks
+    item = jnp.dtype(dtype).itemsize
+    # read h, W (fwd + bwd), write dh, dW (float32 accumulators), a few [N] vectors.
+    traffic = 2 * (n * d + d * v) * item + (n * d + d * v) * 4 + 40 * n
+    return max(4 * 2 * n * d * v / flops, traffic / bandwidth)
+
+
+def memory_table(sizes, dtype) -> list[dict]:
+    rows = []
+    for n, v, d in sizes:
+        row = {"N": n, "V": v, "D": d}
+        for name in _implementations():
+            row[name] = _peak_bytes(_step(name).lower(*_abstract_inputs(n, v, d, dtype)).compile())
+        rows.append(row)
+    return rows
+
+
+def _time_once(compiled, args) -> float:
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    return time.perf_counter() - t0
+
+
+def time_table(sizes, dtype, repeats: int) -> list[dict]:
+    rows = []
+    for n, v, d in sizes:
+        args = _inputs(n, v, d, dtype)
+        compiled, row = {}, {"N": n, "V": v, "D": d}
+        headroom = _available_bytes() - 2 * sum(x.nbytes for x in args)
+        for name in _implementations():
+            c = _step(name).lower(*args).compile()
+            if _peak_bytes(c) > 0.8 * headroom:
+                row[name] = f"skipped: would need {_peak_bytes(c) / GIB:.1f} GiB"
+                continue
+            _time_once(c, args)  # warm up
+            compiled[name] = c
+        times = {name: [] for name in compiled}
+        for _ in range(repeats):
+            for name, c in compiled.items():
+                times[name].append(_time_once(c, args))
+        row.update({name: min(ts) for name, ts in times.items()})
+        rows.append(row)
+        print(f"  timed N={n} V={v} D={d}: " + ", ".join(f"{k}={_fmt_s(row[k])}" for k in _implementations()),
+              flush=True)
+    return rows
+
+
+def _fmt_s(x) -> str:
+    return x if isinstance(x, str) else f"{x:.3f}s"
+
+
+def _markdown(mem_rows, time_rows, dtype, device_kind) -> str:
+    names = _implementations()
+    others = [n for n in names if n != "naive"]
+    out = ["### Peak memory of forward+backward (compiled temp + output, arguments excluded)", ""]
+    out.append("| N | V | D | " + " | ".join(f"{n} GiB" for n in names) + " | "
+               + " | ".join(f"{n}/naive" for n in others) + " |")
+    out.append("|---" * (3 + len(names) + len(others)) + "|")
+    for r in mem_rows:
+        out.append(f"| {r['N']} | {r['V']} | {r['D']} | " + " | ".join(f"{r[n] / GIB:.2f}" for n in names)
+                   + " | " + " | ".join(f"1/{r['naive'] / r[n]:.1f}" for n in others) + " |")
+    out += ["", "### Time of forward+backward (min over interleaved repeats)", ""]
+    roof = jax.default_backend() == "gpu"
+    out.append("| N | V | D | " + " | ".join(names) + " | " + " | ".join(f"naive/{n} (speed-up)" for n in others)
+               + (" | roofline bound | pallas/bound |" if roof else " |"))
+    out.append("|---" * (3 + len(names) + len(others) + (2 if roof else 0)) + "|")
+    for r in time_rows:
+        ratios = [f"{r['naive'] / r[n]:.2f}x" if not isinstance(r.get("naive"), str)
+                  and not isinstance(r.get(n), str) else "n/a" for n in others]
+        line = (f"| {r['N']} | {r['V']} | {r['D']} | " + " | ".join(_fmt_s(r.get(n, "n/a")) for n in names)
+                + " | " + " | ".join(ratios) + " |")
+        if roof:
+            bound = _roofline_s(r["N"], r["V"], r["D"], dtype, device_kind)
+            pallas = r.get("pallas_gpu")
+            line += (f" {bound * 1e3:.2f} ms | {pallas / bound:.2f} |" if bound and not isinstance(pallas, str)
+                     else " n/a | n/a |")
+        out.append(line)
+    return "\n".join(out)
+
+
+def _parse_sizes(text: str) -> list[tuple[int, int, int]]:
+    return [tuple(int(x) for x in item.split(":")) for item in text.split(",") if item]
+
+
+def main(argv: list[str] | None = None) -> int:
+    on_gpu = jax.default_backend() == "gpu"
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=_parse_sizes, default=None,
+                        help="timed sizes N:V:D,... (default: CPU 4096:49152:576,4096:151936:576; GPU the grid)")
+    parser.add_argument("--memory-sizes", type=_parse_sizes, default=GRID,
+                        help="compile-only memory sizes N:V:D,... (default: the issue's 8-point grid)")
+    parser.add_argument("--memory-only", action="store_true", help="skip timing")
+    parser.add_argument("--repeats", type=int, default=2 if not on_gpu else 10)
+    parser.add_argument("--dtype", default="bfloat16" if on_gpu else "float32",
+                        help="hidden/unembedding dtype (CPU default float32: XLA:CPU bf16 matmuls are slow)")
+    parser.add_argument("--out", default=None, help="also write the markdown tables to this file")
+    args = parser.parse_args(argv)
+    dtype = jnp.dtype(args.dtype)
+    device = jax.devices()[0]
+    device_kind = device.device_kind if on_gpu else _cpu_model()
+    header = (f"fused_logprob benchmark, {datetime.date.today()}, backend={jax.default_backend()}, "
+              f"device={device_kind}, cpus={os.cpu_count()}, dtype={dtype.name}, jax={jax.__version__}")
+    print(header, flush=True)
+    mem_rows = memory_table(args.memory_sizes, dtype)
+    sizes = args.sizes or (GPU_TIMED if on_gpu else CPU_TIMED)
+    time_rows = [] if args.memory_only else time_table(sizes, dtype, args.repeats)
+    text = header + "\n\n" + _markdown(mem_rows, time_rows, dtype, device_kind)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,138 @@
+"""Evaluate a model (base, checkpoint or export) on a dataset with one or more scorers.
+
+`rft-jax eval --model M [--adapter A] --data test.jsonl --reward R` prints the
+metrics, per-metadata-field breakdowns, and writes an eval JSON (the schema in
+docs/monitoring.md) that `rft-jax report` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rft_jax.sampling import SamplingParams, decode_rollout, generate_ids
+
+
+@dataclasses.dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    samples: list[dict]  # id, prompt, completion, reward, components
+    by_field: dict[str, dict[str, dict[str, float]]]  # field -> value -> metric -> mean
+
+    def to_json(self, name: str, **extra) -> dict:
+        return {"name": name, **extra, "metrics": self.metrics, "by_field": self.by_field, "samples": self.samples}
+
+
+def _batches(items, size):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def evaluate(params: dict, cfg, tokenizer, examples, scorers: dict, *, key: jax.Array, max_new_tokens: int,
+             lora=None, lora_scale: float = 1.0, dtype=jnp.float32, temperature: float = 0.0,
+             num_samples: int = 1, batch_size: int = 64, breakdown_fields: tuple[str, ...] = ("level", "difficulty"),
+             progress=None) -> EvalResult:
+    """Scores (greedy by default) completions of every example with every scorer.
+
+    `scorers` maps a name to a scorer; the first one is the main reward. Metrics:
+    `<name>/mean` for each scorer, `pass@1` (main score >= 1 on the first sample),
+    `response_length/mean`, `response_length/clip_ratio`.
+    """
+    sampling = SamplingParams(temperature=temperature)
+    per_example: list[dict] = []
+    samples: list[dict] = []
+    for i, chunk in enumerate(_batches(list(examples), batch_size)):
+        ids = [tokenizer.apply_chat_template(ex.prompt_messages(), tools=ex.tools) for ex in chunk]
+        rollout, _, _ = generate_ids(params, cfg, ids, jax.random.fold_in(key, i), sampling=sampling,
+                                     num_samples=num_samples, max_new_tokens=max_new_tokens,
+                                     eos_ids=tokenizer.eos_ids, pad_id=tokenizer.pad_id, lora=lora,
+                                     lora_scale=lora_scale, dtype=dtype)
+        completions = decode_rollout(tokenizer, rollout)
+        flat_ex = [ex for ex in chunk for _ in range(num_samples)]
+        flat_text = [c.text for row in completions for c in row]
+        scores = {name: s.score_batch(flat_ex, flat_text) for name, s in scorers.items()}
+        main = next(iter(scores))
+        for j, ex in enumerate(chunk):
+            row = {name: [scores[name][j * num_samples + g].score for g in range(num_samples)] for name in scorers}
+            lengths = [len(c.token_ids) for c in completions[j]]
+            truncated = [c.finish_reason == "length" for c in completions[j]]
+            per_example.append({"ex": ex, "scores": row, "lengths": lengths, "truncated": truncated})
+            first = scores[main][j * num_samples]
+            samples.append({"id": ex.id, "prompt": ex.prompt_messages()[-1]["content"],
+                            "completion": completions[j][0].text, "reward": first.score,
+                            "components": dict(first.components), "error": first.error})
+        if progress is not None:
+            progress(len(per_example))
+    main = next(iter(scorers))
+    metrics = {f"{name}/mean": float(np.mean([s for e in per_example for s in e["scores"][name]]))
+               for name in scorers}
+    metrics["pass@1"] = float(np.mean([e["scores"][main][0] >= 1.0 for e in per_example]))
+    if num_samples > 1:
+        metrics[f"pass@{num_samples}"] = float(np.mean([max(e["scores"][main]) >= 1.0 for e in per_example]))
+    metrics["response_length/mean"] = float(np.mean([n for e in per_example for n in e["lengths"]]))
+    metrics["response_length/clip_ratio"] = float(np.mean([t for e in per_example for t in e["truncated"]]))
+    by_field: dict[str, dict[str, dict[str, float]]] = {}
+    for field in breakdown_fields:
+        groups = defaultdict(list)
+        for e in per_example:
+            if field in e["ex"].metadata:
+                groups[str(e["ex"].metadata[field])].append(e)
+        if groups:
+            by_field[field] = {value: {f"{name}/mean": float(np.mean([s for e in es for s in e["scores"][name]]))
+                                       for name in scorers} | {"count": float(len(es))}
+                               for value, es in sorted(groups.items())}
+    return EvalResult(metrics, samples, by_field)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="rft-jax eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="registry key, HF folder or .gguf")
+    parser.add_argument("--adapter", help="PEFT LoRA folder to apply")
+    parser.add_argument("--data", required=True, help="RFT JSONL file")
+    parser.add_argument("--reward", action="append", default=None,
+                        help="reward spec (repeatable; the first is the main score). Default: math_answer")
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    parser.add_argument("--samples", type=int, default=1, help="samples per prompt (pass@k)")
+    parser.add_argument("--out", help="write the eval JSON here")
+    parser.add_argument("--name", default="eval")
+    args = parser.parse_args(argv)
+
+    from rft_jax.data import load_dataset  # noqa: PLC0415
+    from rft_jax.model import load_model  # noqa: PLC0415
+    from rft_jax.model.lora import load_peft_adapter  # noqa: PLC0415
+    from rft_jax.model.tokenizer import load_tokenizer  # noqa: PLC0415
+    from rft_jax.rewards import build_reward  # noqa: PLC0415
+
+    tokenizer = load_tokenizer(args.model)
+    examples = load_dataset(args.data, tokenizer=tokenizer)
+    scorers = {spec if len(spec) < 40 else f"reward{i}": build_reward(spec)
+               for i, spec in enumerate(args.reward or ["math_answer"])}
+    cfg, params = load_model(args.model)
+    lora, scale = None, 1.0
+    if args.adapter:
+        lora, lora_cfg = load_peft_adapter(args.adapter, cfg)
+        scale = lora_cfg.scale
+    result = evaluate(params, cfg, tokenizer, examples, scorers, key=jax.random.key(0),
+                      max_new_tokens=args.max_new_tokens, lora=lora, lora_scale=scale,
+                      temperature=args.temperature, num_samples=args.samples)
+    width = max(len(k) for k in result.metrics)
+    for k, v in result.metrics.items():
+        print(f"{k:<{width}}  {v:.4f}")
+    for field, groups in result.by_field.items():
+        print(f"\nby {field}:")
+        for value, m in groups.items():
+            print(f"  {value:<14} " + "  ".join(f"{k}={v:.3f}" for k, v in m.items()))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result.to_json(args.name, model=args.model, dataset=args.data), indent=1))
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,16 @@
+"""Serving a model over HTTP: continuous batching engine, OpenAI-compatible server, LoRA adapters.
+
+    rft-jax serve --model smollm2-135m-instruct [--adapter ADAPTER_DIR]
+
+Library use (tests, in-process judges):
+
+    engine = Engine(params, cfg, eos_ids=tok.eos_ids).start()
+    with BackgroundServer(make_app(engine, tok, "m")) as server:
+        openai.OpenAI(base_url=server.base_url, api_key="x").chat.completions.create(...)
+"""
+
+from rft_jax.serving.background import BackgroundServer
+from rft_jax.serving.engine import Engine, EngineConfig, Request
+from rft_jax.serving.server import make_app
+
+__all__ = ["BackgroundServer", "Engine", "EngineConfig", "Request", "make_app"]

@@ -1,0 +1,70 @@
+"""From the engine thread to the event loop: the choices of one request as a stream of text events.
+
+Each choice is one engine `Request`; their tokens arrive on the engine thread
+and are moved onto the event loop with `call_soon_threadsafe`, where they are
+detokenized (with stop strings) and yielded as (choice, text, finish_reason).
+Leaving the stream early (client gone, error) cancels every choice's slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+from typing import AsyncIterator
+
+from rft_jax.serving.engine import Engine, Request
+from rft_jax.serving.protocol import ChatRequest
+from rft_jax.serving.text_stream import TextStream
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    index: int
+    text: str
+    finish_reason: str | None = None  # "stop" | "length" once per choice
+
+
+class EngineFailure(RuntimeError):
+    """The engine failed a step that this request was part of."""
+
+
+async def stream_choices(engine: Engine, tokenizer, prompt_ids: list[int], req: ChatRequest, max_tokens: int,
+                         counts: list[int]) -> AsyncIterator[Event]:
+    """Yields text events of the request's n choices; `counts[i]` is updated with choice i's token count."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    base_seed = req.seed if req.seed is not None else random.getrandbits(32)
+    requests, streams = [], []
+    for i in range(req.n):
+        def emit(token, finish, i=i):
+            loop.call_soon_threadsafe(queue.put_nowait, (i, token, finish))
+
+        requests.append(Request(list(prompt_ids), max_tokens, emit, temperature=req.temperature, top_p=req.top_p,
+                                seed=(base_seed + i) & 0xFFFFFFFF))
+        streams.append(TextStream(tokenizer, req.stop, skip_ids=engine.eos_ids))
+    for r in requests:
+        engine.submit(r)
+    open_choices = req.n
+    try:
+        while open_choices:
+            i, token, finish = await queue.get()
+            stream = streams[i]
+            if finish is None:
+                if stream.stopped:
+                    continue  # tokens already in flight after a stop string
+                counts[i] += 1
+                text = stream.push(token)
+                if stream.stopped:
+                    requests[i].cancel()
+                if text:
+                    yield Event(i, text)
+                continue
+            open_choices -= 1
+            if finish.startswith("error"):
+                raise EngineFailure(finish)
+            tail = stream.flush()
+            yield Event(i, tail, "length" if finish == "length" and not stream.stopped else "stop")
+    finally:
+        for r in requests:
+            r.cancel()

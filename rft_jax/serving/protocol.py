@@ -1,0 +1,162 @@
+"""The OpenAI chat-completions wire format: request validation, responses, chunks and error bodies.
+
+Validation is strict where silently ignoring a field would change the answer
+(logprobs, penalties, logit_bias, response_format): those get a 400 naming the
+parameter instead of a completion that quietly did not honour them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from typing import Any
+
+from rft_jax.data.example import message_text
+
+ROLES = ("system", "developer", "user", "assistant", "tool")
+UNSUPPORTED = ("logprobs", "top_logprobs", "logit_bias", "response_format", "presence_penalty", "frequency_penalty",
+               "audio", "prediction")
+MAX_N = 16
+MAX_STOPS = 4
+
+
+class RequestError(ValueError):
+    """A request we refuse; carries what the OpenAI error body needs."""
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None, status: int = 400,
+                 kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.param, self.code, self.status, self.kind = param, code, status, kind
+
+
+def error_body(message: str, *, kind: str = "invalid_request_error", param: str | None = None,
+               code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatRequest:
+    messages: list[dict]
+    max_tokens: int | None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    n: int = 1
+    stop: tuple[str, ...] = ()
+    stream: bool = False
+    include_usage: bool = False
+    seed: int | None = None
+    tools: list | None = None
+
+
+def _number(body: dict, name: str, default: float, lo: float, hi: float) -> float:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        raise RequestError(f"'{name}' must be a number from {lo} to {hi}; got {value!r}", param=name)
+    return float(value)
+
+
+def _integer(body: dict, name: str, lo: int, hi: int) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise RequestError(f"'{name}' must be an integer from {lo} to {hi}; got {value!r}", param=name)
+    return value
+
+
+def _messages(value: Any) -> list[dict]:
+    if not isinstance(value, list) or not value:
+        raise RequestError("'messages' must be a non-empty list", param="messages")
+    out = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict) or m.get("role") not in ROLES:
+            raise RequestError(f"messages[{i}] needs a 'role' among {ROLES}", param=f"messages[{i}].role")
+        content = m.get("content")
+        if content is not None and not isinstance(content, (str, list)):
+            raise RequestError(f"messages[{i}].content must be a string or a list of text parts",
+                               param=f"messages[{i}].content")
+        # Text parts are joined: the chat template expects a string.
+        role = "system" if m["role"] == "developer" else m["role"]
+        out.append({**m, "role": role, "content": message_text(m)})
+    return out
+
+
+def _stops(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    stops = (value,) if isinstance(value, str) else value
+    if not isinstance(stops, (list, tuple)) or len(stops) > MAX_STOPS or not all(isinstance(s, str) for s in stops):
+        raise RequestError(f"'stop' must be a string or a list of at most {MAX_STOPS} strings", param="stop")
+    return tuple(s for s in stops if s)
+
+
+def parse_chat_request(body: Any, served_model: str) -> ChatRequest:
+    """A validated request, or a RequestError naming the offending parameter."""
+    if not isinstance(body, dict):
+        raise RequestError("the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str):
+        raise RequestError("'model' is required", param="model")
+    if model != served_model:
+        raise RequestError(f"model {model!r} does not exist; this server serves {served_model!r}", param="model",
+                           code="model_not_found", status=404)
+    for name in UNSUPPORTED:
+        if body.get(name) not in (None, False, 0, 0.0):
+            raise RequestError(f"'{name}' is not supported by this server", param=name, code="unsupported_parameter")
+    max_tokens = _integer(body, "max_completion_tokens", 1, 1 << 20)
+    if max_tokens is None:
+        max_tokens = _integer(body, "max_tokens", 1, 1 << 20)
+    stream = body.get("stream") or False
+    if not isinstance(stream, bool):
+        raise RequestError("'stream' must be a boolean", param="stream")
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict):
+        raise RequestError("'stream_options' must be an object", param="stream_options")
+    tools = body.get("tools")
+    if tools is not None and not isinstance(tools, list):
+        raise RequestError("'tools' must be a list", param="tools")
+    return ChatRequest(
+        messages=_messages(body.get("messages")),
+        max_tokens=max_tokens,
+        temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
+        top_p=_number(body, "top_p", 1.0, 0.0, 1.0) or 1e-6,  # top_p 0 means "only the top token"
+        n=_integer(body, "n", 1, MAX_N) or 1,
+        stop=_stops(body.get("stop")),
+        stream=stream,
+        include_usage=bool(options.get("include_usage")),
+        seed=_integer(body, "seed", -(1 << 63), (1 << 63) - 1),
+        tools=tools,
+    )
+
+
+def completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def chat_completion(cid: str, model: str, texts: list[str], finish_reasons: list[str], usage_: dict) -> dict:
+    choices = [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": reason,
+                "logprobs": None} for i, (text, reason) in enumerate(zip(texts, finish_reasons))]
+    return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": choices, "usage": usage_}
+
+
+def chunk(cid: str, model: str, index: int, delta: dict, finish_reason: str | None = None) -> dict:
+    return {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+            "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]}
+
+
+def usage_chunk(cid: str, model: str, usage_: dict) -> dict:
+    return {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+            "choices": [], "usage": usage_}
+
+
+def models_list(model: str, created: int) -> dict:
+    return {"object": "list", "data": [{"id": model, "object": "model", "created": created, "owned_by": "rft_jax"}]}

@@ -1,0 +1,149 @@
+"""`rft-jax serve`: an OpenAI-compatible chat-completions server (starlette + uvicorn) over the engine.
+
+    rft-jax serve --model smollm2-135m-instruct [--adapter runs/x/adapter] [--port 8000]
+
+Endpoints: POST /v1/chat/completions (streaming and not), GET /v1/models,
+GET /health. Bound to 127.0.0.1 unless --host says otherwise; with
+--token-env NAME every request must carry `Authorization: Bearer $NAME`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import json
+import os
+import sys
+import time
+
+from rft_jax.serving.bridge import EngineFailure, stream_choices
+from rft_jax.serving.engine import Engine
+from rft_jax.serving.protocol import (RequestError, chat_completion, chunk, completion_id, error_body, models_list,
+                                      parse_chat_request, usage, usage_chunk)
+
+MAX_BODY_BYTES = 16 * 1024 * 1024
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def make_app(engine: Engine, tokenizer, model_name: str, *, token: str | None = None):
+    """The ASGI app; the engine must already be started."""
+    from starlette.applications import Starlette  # noqa: PLC0415
+    from starlette.requests import Request  # noqa: PLC0415
+    from starlette.responses import JSONResponse, StreamingResponse  # noqa: PLC0415
+    from starlette.routing import Route  # noqa: PLC0415
+
+    created = int(time.time())
+
+    def error(status: int, message: str, **kw) -> JSONResponse:
+        return JSONResponse(error_body(message, **kw), status_code=status)
+
+    def authorized(request: Request) -> bool:
+        if token is None:
+            return True
+        given = request.headers.get("authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+    async def models(request: Request):
+        if not authorized(request):
+            return error(401, "missing or wrong bearer token", code="invalid_api_key")
+        return JSONResponse(models_list(model_name, created))
+
+    async def health(request: Request):
+        return JSONResponse({"status": "ok", "busy_slots": engine.busy, "steps": engine.steps})
+
+    async def chat(request: Request):
+        if not authorized(request):
+            return error(401, "missing or wrong bearer token", code="invalid_api_key")
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            return error(413, "request body too large")
+        try:
+            req = parse_chat_request(json.loads(body), model_name)
+            prompt_ids = tokenizer.apply_chat_template(req.messages, tools=req.tools)
+        except RequestError as err:
+            return error(err.status, str(err), kind=err.kind, param=err.param, code=err.code)
+        except ValueError as err:  # bad JSON, or a chat template that rejects the messages
+            return error(400, f"invalid request: {err}")
+        room = engine.config.max_context - len(prompt_ids)
+        if room < 1 or (req.max_tokens or 0) > room:
+            return error(400, f"this model's context is {engine.config.max_context} tokens; the prompt has "
+                              f"{len(prompt_ids)} and max_tokens asks for {req.max_tokens}",
+                         param="max_tokens" if room >= 1 else "messages", code="context_length_exceeded")
+        max_tokens = req.max_tokens or room
+        counts = [0] * req.n
+        cid = completion_id()
+        if req.stream:
+            return StreamingResponse(sse(req, cid, stream_choices(engine, tokenizer, prompt_ids, req, max_tokens,
+                                                                  counts), counts, len(prompt_ids)),
+                                     media_type="text/event-stream")
+        texts, reasons = [""] * req.n, ["stop"] * req.n
+        try:
+            async for ev in stream_choices(engine, tokenizer, prompt_ids, req, max_tokens, counts):
+                texts[ev.index] += ev.text
+                if ev.finish_reason:
+                    reasons[ev.index] = ev.finish_reason
+        except EngineFailure as err:
+            return error(500, str(err), kind="server_error")
+        return JSONResponse(chat_completion(cid, model_name, texts, reasons, usage(len(prompt_ids), sum(counts))))
+
+    async def sse(req, cid, events, counts, prompt_tokens):
+        def line(obj) -> str:
+            return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+        for i in range(req.n):
+            yield line(chunk(cid, model_name, i, {"role": "assistant", "content": ""}))
+        try:
+            async for ev in events:
+                if ev.text:
+                    yield line(chunk(cid, model_name, ev.index, {"content": ev.text}))
+                if ev.finish_reason:
+                    yield line(chunk(cid, model_name, ev.index, {}, ev.finish_reason))
+        except EngineFailure as err:
+            yield line(error_body(str(err), kind="server_error"))
+        if req.include_usage:
+            yield line(usage_chunk(cid, model_name, usage(prompt_tokens, sum(counts))))
+        yield "data: [DONE]\n\n"
+
+    return Starlette(routes=[
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+    ])
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rft-jax serve", description="OpenAI-compatible chat-completions server.")
+    p.add_argument("--model", default=None, help="registry key, Hugging Face folder (e.g. an exported model) or .gguf "
+                                                 "(default: smollm2-135m-instruct)")
+    p.add_argument("--adapter", help="PEFT LoRA folder (adapter_config.json + adapter_model.safetensors)")
+    p.add_argument("--served-name", help="model id clients send and /v1/models lists (default: --model)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token-env", help="environment variable holding a bearer token that requests must carry")
+    p.add_argument("--slots", type=int, default=16, help="sequences decoded together (continuous batching)")
+    p.add_argument("--max-context", type=int, default=1024, help="tokens per sequence, prompt plus completion")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    token = os.environ.get(args.token_env) if args.token_env else None
+    if args.token_env and not token:
+        print(f"rft-jax serve: environment variable {args.token_env} is empty", file=sys.stderr)
+        return 2
+    if args.host not in LOOPBACK and token is None:
+        print(f"rft-jax serve: WARNING: serving on {args.host} without a bearer token (--token-env)", file=sys.stderr)
+    import uvicorn  # noqa: PLC0415
+
+    from rft_jax.serving.loading import load_served_model  # noqa: PLC0415
+
+    served = load_served_model(args.model, args.adapter, slots=args.slots, max_context=args.max_context)
+    name = args.served_name or served.name
+    app = make_app(served.engine.start(), served.tokenizer, name, token=token)
+    print(f"rft-jax serve: {name} on http://{args.host}:{args.port}/v1 ({args.slots} slots x "
+          f"{args.max_context} tokens)", file=sys.stderr)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:
+        served.engine.stop()
+    return 0

@@ -1,0 +1,133 @@
+"""The configuration tree of a GRPO run. `rft-jax train --help` shows every field."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from rft_jax.data.tasks.prompt import PromptStyle
+from rft_jax.grpo import GRPOLossConfig, OptimizerConfig
+from rft_jax.model.lora import LoraConfig
+from rft_jax.model.registry import DEFAULT_MODEL
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    name: str = DEFAULT_MODEL
+    """Registry key, Hugging Face folder, or .gguf file (or an SFT/RFT export folder)."""
+    compute_dtype: Literal["float32", "bfloat16"] = "bfloat16"
+    """Matmul input dtype (accumulation is always float32). bf16 is ~2x faster on CPUs with AVX-512 bf16."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskData:
+    """A built-in generated task (written to RUN_DIR/data/*.jsonl, then loaded like user data)."""
+
+    name: Literal["arithmetic"] = "arithmetic"
+    levels: tuple[str, ...] = ("two_operand", "one_step")
+    """Difficulty levels (see rft_jax/data/tasks/arithmetic.py)."""
+    num_train: int = 2000
+    num_val: int = 64
+    num_test: int = 200
+    seed_train: int = 1
+    seed_val: int = 2
+    seed_test: int = 3
+    """The test seed is never used for training or validation."""
+    prompt: PromptStyle = PromptStyle()
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    train_file: str | None = None
+    """RFT JSONL for training (OpenAI chat format). Ignored when `task` generates the data."""
+    val_file: str | None = None
+    test_file: str | None = None
+    task: TaskData | None = None
+    max_prompt_tokens: int = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    samples_per_prompt: int = 8
+    """G: rollouts per prompt (2-16)."""
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 64
+    """Response budget; longer completions are truncated (and counted in response_length/clip_ratio)."""
+    stop: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    interval: int = 5
+    """Validate every this many steps (greedy)."""
+    patience: int = 0
+    """Early stopping: stop after this many validations without improvement (0: never stop early)."""
+    min_delta: float = 0.0
+    """Smallest validation-reward gain that counts as improvement."""
+    success_threshold: float = 1.0
+    """A completion scoring at least this counts as a success for pass@k."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+    interval: int = 10
+    keep_latest: int = 1
+    keep_best: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmStartConfig:
+    """Supervised warm start on generated demonstrations, run before RFT when `steps` > 0."""
+
+    steps: int = 0
+    batch_size: int = 16
+    learning_rate: float = 1e-4
+    source: Literal["self_format"] = "self_format"
+    """self_format: the base model's own greedy answers with the required final line appended."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """GRPO reinforcement fine-tuning."""
+
+    model: ModelSpec = ModelSpec()
+    data: DataConfig = DataConfig()
+    reward: str = "math_answer"
+    """A registered reward name (rft_jax/rewards/registry.py) or `module:function`."""
+    mode: Literal["lora", "full"] = "lora"
+    lora: LoraConfig = LoraConfig()
+    loss: GRPOLossConfig = GRPOLossConfig()
+    optimizer: OptimizerConfig = OptimizerConfig(learning_rate=1e-4)
+    sampling: SamplingConfig = SamplingConfig()
+    evaluation: EvalConfig = EvalConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    warm_start: WarmStartConfig = WarmStartConfig()
+    batch_size: int = 8
+    """Prompts per step (each gets G samples)."""
+    ppo_epochs: int = 1
+    """mu: optimisation passes over each rollout batch."""
+    epochs: int = 1
+    max_steps: int = 0
+    """Stop after this many steps (0: epochs decide)."""
+    time_budget_s: float = 0.0
+    """Stop training after this many seconds of wall time (0: no limit)."""
+    seed: int = 0
+    out_dir: str = "runs/default"
+    resume: bool = False
+    """Continue from the latest checkpoint in out_dir."""
+    require_signal: bool = True
+    """Refuse to start when the base model never succeeds on the validation groups."""
+    rollout_log_interval: int = 5
+    export: bool = True
+
+    def __post_init__(self):
+        accum = self.optimizer.grad_accum_steps
+        if self.batch_size % accum:
+            raise ValueError(f"batch_size={self.batch_size} prompts is not divisible by "
+                             f"optimizer.grad_accum_steps={accum} micro-batches (whole groups per micro-batch)")
+        if not 1 <= self.sampling.samples_per_prompt <= 64:
+            raise ValueError(f"samples_per_prompt must be in [1, 64], got {self.sampling.samples_per_prompt}")
+        if self.sampling.max_new_tokens > 4096:
+            raise ValueError(f"max_new_tokens={self.sampling.max_new_tokens} exceeds the sampler's cache limit 4096")

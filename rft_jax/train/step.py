@@ -1,0 +1,105 @@
+"""One GRPO update: the loss of a rollout batch, its gradient, and the optimizer step.
+
+The trainable pytree is the LoRA adapters (base frozen and passed separately)
+or the full parameters. Everything here is jitted once per prompt-length bucket.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from rft_jax.grpo import GRPOLossConfig, accumulate_gradients, grpo_loss, split_microbatches
+from rft_jax.model.config import ModelConfig
+from rft_jax.train.policy import completion_logprobs
+
+
+class RolloutBatch(NamedTuple):
+    """What one step learns from: B prompts with G completions each."""
+
+    prompt_BxP: jax.Array
+    prompt_mask_BxP: jax.Array
+    completion_BxGxC: jax.Array
+    completion_mask_BxGxC: jax.Array
+    old_logp_BxGxC: jax.Array  # policy log-probs at sampling time (used when mu > 1)
+    advantages_BxG: jax.Array
+    truncated_BxG: jax.Array
+
+
+class TrainState(NamedTuple):
+    trainable: dict  # LoRA adapters, or all parameters for full fine-tuning
+    opt_state: optax.OptState
+    step: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSettings:
+    """Static settings of the jitted step (hashable)."""
+
+    model: ModelConfig
+    loss: GRPOLossConfig
+    lora_scale: float | None  # None: full fine-tuning
+    temperature: float
+    dtype: str = "bfloat16"
+    microbatches: int = 1
+    remat: bool = True
+    use_old_logp: bool = False  # mu > 1: ratio against the rollout's log-probs
+    logprob_impl: str | None = None
+
+
+def _split(trainable, frozen, lora_mode: bool):
+    return (frozen, trainable) if lora_mode else (trainable, None)
+
+
+def batch_loss(trainable: dict, frozen: dict | None, reference: dict | None, batch: RolloutBatch,
+               s: StepSettings) -> tuple[jax.Array, dict]:
+    """GRPO loss of a (micro-)batch and its metrics."""
+    lora_mode = s.lora_scale is not None
+    params, lora = _split(trainable, frozen, lora_mode)
+    dtype = jnp.dtype(s.dtype)
+    kw = dict(lora_scale=s.lora_scale or 1.0, temperature=s.temperature, dtype=dtype, remat=s.remat,
+              implementation=s.logprob_impl)
+    logp, entropy = completion_logprobs(params, s.model, batch.prompt_BxP, batch.prompt_mask_BxP,
+                                        batch.completion_BxGxC, lora=lora, **kw)
+    ref_logp = None
+    if s.loss.beta != 0.0:
+        ref_params = frozen if lora_mode else reference
+        ref_logp, _ = completion_logprobs(ref_params, s.model, batch.prompt_BxP, batch.prompt_mask_BxP,
+                                          batch.completion_BxGxC, lora=None, **kw)
+        ref_logp = jax.lax.stop_gradient(ref_logp)
+    old = batch.old_logp_BxGxC if s.use_old_logp else jax.lax.stop_gradient(logp)
+    b, g, c = logp.shape
+    flat = lambda x: None if x is None else x.reshape(b * g, c)  # noqa: E731
+    loss, metrics = grpo_loss(flat(logp), flat(old), batch.advantages_BxG.reshape(b * g),
+                              flat(batch.completion_mask_BxGxC), s.loss, ref_logp_BxC=flat(ref_logp),
+                              entropy_BxC=flat(jax.lax.stop_gradient(entropy)) if s.loss.entropy_coef == 0 else flat(entropy),
+                              truncated_B=batch.truncated_BxG.reshape(b * g))
+    return loss, {"actor/loss": loss, **metrics}
+
+
+def train_step(state: TrainState, frozen: dict | None, reference: dict | None, batch: RolloutBatch,
+               optimizer: optax.GradientTransformation, s: StepSettings) -> tuple[TrainState, dict]:
+    """Gradient (accumulated over micro-batches of whole groups) and one optimizer update."""
+
+    def grad_fn(trainable, mb):
+        (_, metrics), grads = jax.value_and_grad(batch_loss, has_aux=True)(trainable, frozen, reference, mb, s)
+        return grads, metrics
+
+    if s.microbatches > 1:
+        grads, metrics = accumulate_gradients(grad_fn, state.trainable, split_microbatches(batch, s.microbatches))
+    else:
+        grads, metrics = grad_fn(state.trainable, batch)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
+    trainable = optax.apply_updates(state.trainable, updates)
+    metrics = {**metrics, "actor/grad_norm": optax.global_norm(grads)}
+    return TrainState(trainable, opt_state, state.step + 1), metrics
+
+
+def jit_train_step(optimizer: optax.GradientTransformation, s: StepSettings):
+    """`train_step` jitted with the state donated (its buffers are reused for the new state)."""
+    return jax.jit(lambda state, frozen, reference, batch: train_step(state, frozen, reference, batch, optimizer, s),
+                   donate_argnums=(0,))
