@@ -69,13 +69,20 @@ def target_logit(z_RxC, cols_C, targets_R):
     return jnp.sum(jnp.where(hit, z_RxC, 0.0), axis=-1)
 
 
-def logits_grad(z_RxC, cols_C, targets_R, lse_R, mean_z_R, g_lp_R, g_ent_R,
-                valid_RxC=None):
-    """dL/dz for one tile (see module docstring); zero on padded columns."""
+def softmax_grad(z_RxC, lse_R, mean_z_R, g_lp_R, g_ent_R):
+    """dL/dz without the target's one-hot term: -p * (g_lp + g_H * (z - E_p[z])).
+
+    The one-hot term g_lp * onehot_t touches one column per row; callers add it
+    where it is cheapest (in the tile for Pallas, by gather/scatter for XLA).
+    """
     p = jnp.exp(z_RxC - lse_R[:, None])
-    onehot = (cols_C[None, :] == targets_R[:, None]).astype(jnp.float32)
-    dz = (g_lp_R[:, None] * (onehot - p)
-          - g_ent_R[:, None] * p * (z_RxC - mean_z_R[:, None]))
+    return -p * (g_lp_R[:, None] + g_ent_R[:, None] * (z_RxC - mean_z_R[:, None]))
+
+
+def logits_grad(z_RxC, cols_C, targets_R, lse_R, mean_z_R, g_lp_R, g_ent_R, valid_RxC=None):
+    """Full dL/dz for one tile (see module docstring); zero on padded columns."""
+    onehot = cols_C[None, :] == targets_R[:, None]
+    dz = softmax_grad(z_RxC, lse_R, mean_z_R, g_lp_R, g_ent_R) + jnp.where(onehot, g_lp_R[:, None], 0.0)
     if valid_RxC is not None:
         dz = jnp.where(valid_RxC, dz, 0.0)
     return dz

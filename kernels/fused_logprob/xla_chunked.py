@@ -6,6 +6,11 @@ array and no padded copy of the unembedding is ever made. The forward pass
 keeps online log-sum-exp statistics; the backward pass recomputes each logits
 block from (hidden, unembedding) and immediately turns it into the two
 gradient matmuls. Peak memory is O(N * vocab + D * V) instead of O(N * V).
+
+The target's logit and the target's one-hot gradient term touch one column
+per token, so they are done once by gather / scatter-add on [N, D] rather than
+by a compare-and-select over every [N, vocab] tile: on CPU the tile passes,
+not the gathers, are what competes with the matmuls.
 """
 
 from __future__ import annotations
@@ -46,21 +51,28 @@ def _logits_block(hidden_NxD, unembed_DxV, start, size, temperature):
     return z_NxC * (1.0 / temperature), w_DxC
 
 
+def _target_columns(unembed_DxV, targets_N):
+    """W[:, t] per token as [N, D]; ids outside [0, V) give zeros."""
+    return jnp.take(unembed_DxV, targets_N, axis=1, mode="fill", fill_value=0).T
+
+
+def _target_logit(hidden_NxD, unembed_DxV, targets_N, temperature):
+    w_NxD = _target_columns(unembed_DxV, targets_N)
+    prod = hidden_NxD.astype(jnp.float32) * w_NxD.astype(jnp.float32)
+    return jnp.sum(prod, axis=-1) * (1.0 / temperature)
+
+
 def _forward(hidden_NxD, unembed_DxV, targets_N, temperature, blocks):
     """Returns (logprob, entropy, lse), float32 [N] each."""
     n = hidden_NxD.shape[0]
 
-    def body(carry, start, size):
-        stats, zt_N = carry
+    def body(stats, start, size):
         z_NxC, _ = _logits_block(hidden_NxD, unembed_DxV, start, size, temperature)
-        cols_C = start + jnp.arange(size, dtype=jnp.int32)
-        stats = tile_math.update_stats(stats, z_NxC)
-        return stats, zt_N + tile_math.target_logit(z_NxC, cols_C, targets_N)
+        return tile_math.update_stats(stats, z_NxC)
 
-    init = (tile_math.init_stats(n), jnp.zeros((n,), jnp.float32))
-    stats, zt_N = _vocab_loop(body, init, unembed_DxV.shape[1], blocks.vocab)
+    stats = _vocab_loop(body, tile_math.init_stats(n), unembed_DxV.shape[1], blocks.vocab)
     lse_N, entropy_N = tile_math.finalize_stats(stats)
-    return zt_N - lse_N, entropy_N, lse_N
+    return _target_logit(hidden_NxD, unembed_DxV, targets_N, temperature) - lse_N, entropy_N, lse_N
 
 
 def _backward(hidden_NxD, unembed_DxV, targets_N, lse_N, entropy_N, g_lp_N,
@@ -76,10 +88,8 @@ def _backward(hidden_NxD, unembed_DxV, targets_N, lse_N, entropy_N, g_lp_N,
         dh_NxD, dw_DxV = carry
         z_NxC, w_DxC = _logits_block(hidden_NxD, unembed_DxV, start, size,
                                      temperature)
-        cols_C = start + jnp.arange(size, dtype=jnp.int32)
-        dz_NxC = tile_math.logits_grad(z_NxC, cols_C, targets_N, lse_N, mean_z_N,
-                                       g_lp_N, g_ent_N)
-        dz_NxC = (dz_NxC * inv_t).astype(compute_dtype)
+        dz_NxC = tile_math.softmax_grad(z_NxC, lse_N, mean_z_N, g_lp_N * inv_t, g_ent_N * inv_t)
+        dz_NxC = dz_NxC.astype(compute_dtype)
         dh_NxD = dh_NxD + jnp.dot(dz_NxC, w_DxC.T,
                                   preferred_element_type=jnp.float32)
         dw_DxC = jnp.dot(hidden_NxD.T, dz_NxC, preferred_element_type=jnp.float32)
@@ -90,6 +100,11 @@ def _backward(hidden_NxD, unembed_DxV, targets_N, lse_N, entropy_N, g_lp_N,
     init = (jnp.zeros(hidden_NxD.shape, jnp.float32),
             jnp.zeros(unembed_DxV.shape, unembed_DxV.dtype))
     dh_NxD, dw_DxV = _vocab_loop(body, init, unembed_DxV.shape[1], blocks.vocab)
+    # The one-hot term g_lp * onehot_t / T: one column of W per token, both ways.
+    g_t_N = g_lp_N * inv_t
+    dh_NxD = dh_NxD + g_t_N[:, None] * _target_columns(unembed_DxV, targets_N).astype(jnp.float32)
+    dw_target_DxN = (hidden_NxD.astype(jnp.float32) * g_t_N[:, None]).T
+    dw_DxV = dw_DxV.at[:, targets_N].add(dw_target_DxN.astype(dw_DxV.dtype), mode="drop")
     return dh_NxD.astype(hidden_NxD.dtype), dw_DxV
 
 

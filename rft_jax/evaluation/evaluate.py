@@ -50,7 +50,7 @@ def evaluate(params: dict, cfg, tokenizer, examples, scorers: dict, *, key: jax.
     per_example: list[dict] = []
     samples: list[dict] = []
     for i, chunk in enumerate(_batches(list(examples), batch_size)):
-        ids = [tokenizer.apply_chat_template(ex.prompt_messages(), tools=ex.tools) for ex in chunk]
+        ids = [tokenizer.apply_chat_template(ex.prompt_messages, tools=ex.tools) for ex in chunk]
         rollout, _, _ = generate_ids(params, cfg, ids, jax.random.fold_in(key, i), sampling=sampling,
                                      num_samples=num_samples, max_new_tokens=max_new_tokens,
                                      eos_ids=tokenizer.eos_ids, pad_id=tokenizer.pad_id, lora=lora,
@@ -66,7 +66,7 @@ def evaluate(params: dict, cfg, tokenizer, examples, scorers: dict, *, key: jax.
             truncated = [c.finish_reason == "length" for c in completions[j]]
             per_example.append({"ex": ex, "scores": row, "lengths": lengths, "truncated": truncated})
             first = scores[main][j * num_samples]
-            samples.append({"id": ex.id, "prompt": ex.prompt_messages()[-1]["content"],
+            samples.append({"id": ex.id, "prompt": ex.prompt_messages[-1]["content"],
                             "completion": completions[j][0].text, "reward": first.score,
                             "components": dict(first.components), "error": first.error})
         if progress is not None:

@@ -23,7 +23,8 @@ class ModelSpec:
 class TaskData:
     """A built-in generated task (written to RUN_DIR/data/*.jsonl, then loaded like user data)."""
 
-    name: Literal["arithmetic"] = "arithmetic"
+    name: Literal["none", "arithmetic"] = "none"
+    """A built-in generator, or "none" to read data.train_file / val_file / test_file."""
     levels: tuple[str, ...] = ("two_operand", "one_step")
     """Difficulty levels (see rft_jax/data/tasks/arithmetic.py)."""
     num_train: int = 2000
@@ -42,7 +43,7 @@ class DataConfig:
     """RFT JSONL for training (OpenAI chat format). Ignored when `task` generates the data."""
     val_file: str | None = None
     test_file: str | None = None
-    task: TaskData | None = None
+    task: TaskData = TaskData()
     max_prompt_tokens: int = 256
 
 

@@ -34,7 +34,7 @@ class ScoredRollouts:
 
 
 def prompt_ids(tokenizer, examples) -> list[list[int]]:
-    return [tokenizer.apply_chat_template(ex.prompt_messages(), tools=ex.tools) for ex in examples]
+    return [tokenizer.apply_chat_template(ex.prompt_messages, tools=ex.tools) for ex in examples]
 
 
 def sample_and_score(params: dict, cfg: ModelConfig, tokenizer, scorer, examples, key: jax.Array, *,

@@ -51,7 +51,7 @@ def generate_task_files(cfg: TrainConfig, run_dir: Path) -> tuple[str, str, str]
 
 def load_splits(cfg: TrainConfig, run_dir: Path, tokenizer, needs_reference: bool) -> Splits:
     """Validated train/val/test examples (the same validation as `rft-jax data validate`)."""
-    if cfg.data.task is not None:
+    if cfg.data.task.name != "none":
         train, val, test = generate_task_files(cfg, run_dir)
     else:
         train, val, test = cfg.data.train_file, cfg.data.val_file, cfg.data.test_file

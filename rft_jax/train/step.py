@@ -95,7 +95,7 @@ def train_step(state: TrainState, frozen: dict | None, reference: dict | None, b
         grads, metrics = grad_fn(state.trainable, batch)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
     trainable = optax.apply_updates(state.trainable, updates)
-    metrics = {**metrics, "actor/grad_norm": optax.global_norm(grads)}
+    metrics = {**metrics, "actor/grad_norm": optax.tree.norm(grads)}
     return TrainState(trainable, opt_state, state.step + 1), metrics
 
 

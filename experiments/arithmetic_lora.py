@@ -1,0 +1,45 @@
+"""Default experiment: SmolLM2-135M-Instruct + LoRA learns arithmetic with an `ANSWER: <n>` line.
+
+Command:   python experiments/arithmetic_lora.py      (or: rft-jax train --config experiments/arithmetic_lora.py)
+Hardware:  2-core CPU, no GPU; about 30 minutes end to end.
+Result:    see the README's before/after table (held-out test split, 200 problems, seed 3).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from rft_jax.data.tasks.prompt import PromptStyle
+from rft_jax.grpo import GRPOLossConfig, OptimizerConfig
+from rft_jax.model.lora import LoraConfig
+from rft_jax.train.config import (DataConfig, EvalConfig, SamplingConfig, TaskData, TrainConfig,
+                                  WarmStartConfig)
+
+# Loose correctness gives the signal the base model can already earn; the format
+# terms reward the required final line, and strict = both at once.
+REWARD = ('{"name": "aggregate", "components": {'
+          '"loose": {"name": "math_answer", "mode": "last_number", "weight": 0.5},'
+          '"format": {"name": "answer_format", "weight": 0.25},'
+          '"strict": {"name": "math_answer", "mode": "strict_line", "weight": 1.0}}}')
+
+CONFIG = TrainConfig(
+    data=DataConfig(task=TaskData(name="arithmetic", levels=("two_operand", "one_step"), num_train=2000, num_val=32, num_test=200,
+                                  prompt=PromptStyle(system="You are a careful math assistant. Answer briefly."))),
+    reward=REWARD,
+    mode="lora",
+    lora=LoraConfig(rank=16, alpha=32.0),
+    loss=GRPOLossConfig(),
+    optimizer=OptimizerConfig(learning_rate=2e-4, warmup_steps=2, weight_decay=0.0),
+    sampling=SamplingConfig(samples_per_prompt=8, temperature=1.0, max_new_tokens=64),
+    evaluation=EvalConfig(interval=10),
+    warm_start=WarmStartConfig(steps=0),
+    batch_size=8,
+    max_steps=60,
+    time_budget_s=25 * 60,
+    out_dir="runs/arithmetic_lora",
+)
+
+if __name__ == "__main__":
+    from rft_jax.train.main import cli_with_default  # noqa: PLC0415
+
+    sys.exit(cli_with_default(CONFIG, sys.argv[1:]))

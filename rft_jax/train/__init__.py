@@ -1,0 +1,1 @@
+"""GRPO training: config, rollouts, the jitted update, the run loop, checkpoints and export."""

@@ -1,0 +1,231 @@
+"""The GRPO run: baseline, rollouts, updates, validation, early stopping, checkpoints, export.
+
+Read top to bottom, `run` is the whole story; each piece it calls is a small
+function elsewhere in this package.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rft_jax.evaluation.evaluate import evaluate
+from rft_jax.grpo import make_schedule
+from rft_jax.monitoring import MetricsWriter, plot_training_curves
+from rft_jax.sampling import SamplingParams
+from rft_jax.train import setup
+from rft_jax.train.config import TrainConfig
+from rft_jax.train.rollout import prompt_ids, rollout_metrics, sample_and_score, to_batch
+from rft_jax.train.step import StepSettings, TrainState, jit_train_step
+
+
+class StopRequested:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint and leaves at the next step boundary."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second Ctrl-C means now
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\n[rft-jax] signal {signum}: saving a checkpoint after this step, then stopping", flush=True)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def epoch_order(num: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(num)
+
+
+def batch_indices(step: int, batch_size: int, num: int, seed: int) -> np.ndarray:
+    """The examples of a step: a pure function of the step, so resuming needs no data cursor."""
+    per_epoch = num // batch_size
+    epoch, pos = divmod(step, per_epoch)
+    return epoch_order(num, seed, epoch)[pos * batch_size:(pos + 1) * batch_size]
+
+
+class Policy:
+    """The current policy's parameters in the form the sampler and evaluation want."""
+
+    def __init__(self, cfg: TrainConfig, model_cfg, frozen_or_none, compute_dtype):
+        self.cfg, self.model_cfg, self.dtype = cfg, model_cfg, compute_dtype
+        # LoRA: the base never changes, so its low-precision copy is made once.
+        self.base = None if frozen_or_none is None else jax.tree.map(lambda x: x.astype(compute_dtype), frozen_or_none)
+
+    def sampler_args(self, state: TrainState) -> dict:
+        if self.cfg.mode == "lora":
+            return dict(params=self.base, lora=state.trainable, lora_scale=self.cfg.lora.scale)
+        return dict(params=jax.tree.map(lambda x: x.astype(self.dtype), state.trainable), lora=None, lora_scale=1.0)
+
+
+def eval_scorers(cfg: TrainConfig, main_scorer) -> dict:
+    """The main reward plus, for the arithmetic task, the strict/loose/format views of the README table."""
+    scorers = {"reward": main_scorer}
+    if cfg.data.task.name != "none":
+        build = setup.build_scorer
+        scorers["strict"] = build('{"name": "math_answer", "mode": "strict_line"}')
+        scorers["loose"] = build('{"name": "math_answer", "mode": "last_number"}')
+        scorers["format"] = build("answer_format")
+    return scorers
+
+
+def run_eval(name, policy, state, model_cfg, tokenizer, examples, scorers, cfg: TrainConfig, run_dir: Path,
+             step: int | None):
+    t0 = time.perf_counter()
+    result = evaluate(key=jax.random.key(cfg.seed + 7), examples=examples, scorers=scorers, cfg=model_cfg,
+                      tokenizer=tokenizer, max_new_tokens=cfg.sampling.max_new_tokens, dtype=policy.dtype,
+                      **policy.sampler_args(state))
+    result.metrics["eval_seconds"] = time.perf_counter() - t0
+    doc = result.to_json(name, step=step, model=cfg.model.name)
+    (run_dir / f"eval_{name}.json").write_text(json.dumps(doc, indent=1))
+    return result
+
+
+def check_signal(cfg: TrainConfig, policy, state, model_cfg, tokenizer, scorer, val, key) -> dict:
+    """Sampled groups on validation prompts: can the model ever succeed, do groups disagree?"""
+    examples = val[: max(cfg.batch_size, min(len(val), 32))]
+    r = sample_and_score(key=key, examples=examples, scorer=scorer, cfg=model_cfg, tokenizer=tokenizer,
+                         sampling=SamplingParams(cfg.sampling.temperature, cfg.sampling.top_k, cfg.sampling.top_p),
+                         num_samples=cfg.sampling.samples_per_prompt, max_new_tokens=cfg.sampling.max_new_tokens,
+                         dtype=policy.dtype, stops=cfg.sampling.stop, **policy.sampler_args(state))
+    zero_std = np.all(r.rewards_BxG == r.rewards_BxG[:, :1], axis=1)
+    return {"baseline/sampled_reward_mean": float(r.rewards_BxG.mean()),
+            "baseline/any_positive_share": float((r.rewards_BxG.max(1) > 0).mean()),
+            "baseline/success_share": float((r.rewards_BxG >= cfg.evaluation.success_threshold).mean()),
+            "baseline/zero_std_frac": float(zero_std.mean()),
+            "baseline/truncation_rate": float(r.truncated_BxG.mean())}
+
+
+def run(cfg: TrainConfig) -> dict:
+    """Trains; returns the before/after evaluation metrics."""
+    t_start = time.perf_counter()
+    run_dir = Path(cfg.out_dir)
+    setup.write_run_config(cfg, run_dir)
+    scorer = setup.build_scorer(cfg.reward)
+    model_cfg, params, tokenizer = setup.load_policy(cfg)
+    splits = setup.load_splits(cfg, run_dir, tokenizer, scorer.needs_reference)
+    steps = setup.total_steps(cfg, len(splits.train))
+    if steps < 1:
+        raise setup.ConfigError(f"{len(splits.train)} training examples make 0 steps of batch_size={cfg.batch_size}")
+    state, frozen, optimizer = setup.init_state(cfg, model_cfg, params, steps)
+    reference = params if (cfg.mode == "full" and cfg.loss.beta != 0) else None
+    dtype = jnp.dtype(cfg.model.compute_dtype)
+    policy = Policy(cfg, model_cfg, frozen, dtype)
+    settings = StepSettings(model_cfg, cfg.loss, cfg.lora.scale if cfg.mode == "lora" else None,
+                            cfg.sampling.temperature, cfg.model.compute_dtype, cfg.optimizer.grad_accum_steps,
+                            use_old_logp=cfg.ppo_epochs > 1)
+    step_fn = jit_train_step(optimizer, settings)
+    schedule = make_schedule(cfg.optimizer, steps)
+    from rft_jax.train.checkpoint import RunCheckpoints  # noqa: PLC0415 (orbax import is slow)
+
+    ckpt = RunCheckpoints(run_dir, cfg.checkpoint.keep_latest, cfg.checkpoint.keep_best)
+    meta = {"best_val": None, "bad_evals": 0}
+    start_step = 0
+    if cfg.resume and ckpt.latest_step() is not None:
+        state, meta = ckpt.restore(ckpt.latest, ckpt.latest_step(), state)
+        start_step = int(state.step)
+        print(f"[rft-jax] resumed from step {start_step} in {run_dir}")
+    scorers = eval_scorers(cfg, scorer)
+    writer = MetricsWriter(run_dir, total_steps=steps)
+    results: dict = {}
+    try:
+        if start_step == 0:
+            print(f"[rft-jax] measuring the base model on {len(splits.val)} validation and {len(splits.test)} test prompts")
+            base_val = run_eval("base_val", policy, state, model_cfg, tokenizer, splits.val, scorers, cfg, run_dir, 0)
+            signal_metrics = check_signal(cfg, policy, state, model_cfg, tokenizer, scorer, splits.val,
+                                          jax.random.key(cfg.seed + 11))
+            writer.write(0, {"val/reward/mean": base_val.metrics["reward/mean"], "val/pass@1": base_val.metrics["pass@1"],
+                             **signal_metrics})
+            print("[rft-jax] base model: " + ", ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in signal_metrics.items()))
+            if cfg.require_signal and signal_metrics["baseline/any_positive_share"] == 0:
+                raise setup.ConfigError(
+                    "the base model never earned a positive reward on sampled validation groups, so GRPO has no "
+                    "signal. Raise the temperature, shape the reward (partial credit), add a warm start "
+                    "(warm_start.steps > 0), or pass --no-require-signal to go on anyway.")
+            meta["best_val"] = base_val.metrics["reward/mean"]
+            if splits.test:
+                results["base"] = run_eval("base", policy, state, model_cfg, tokenizer, splits.test, scorers, cfg,
+                                           run_dir, 0).metrics
+        sampling = SamplingParams(cfg.sampling.temperature, cfg.sampling.top_k, cfg.sampling.top_p)
+        base_key = jax.random.key(cfg.seed)
+        train_ids = prompt_ids(tokenizer, splits.train)
+        with StopRequested() as stop:
+            for step in range(start_step, steps):
+                t0 = time.perf_counter()
+                idx = batch_indices(step, cfg.batch_size, len(splits.train), cfg.seed)
+                examples = [splits.train[i] for i in idx]
+                r = sample_and_score(key=jax.random.fold_in(base_key, step), examples=examples, scorer=scorer,
+                                     cfg=model_cfg, tokenizer=tokenizer, sampling=sampling,
+                                     num_samples=cfg.sampling.samples_per_prompt,
+                                     max_new_tokens=cfg.sampling.max_new_tokens, dtype=dtype, stops=cfg.sampling.stop,
+                                     ids=[train_ids[i] for i in idx], **policy.sampler_args(state))
+                batch, _ = to_batch(r, advantage_mode=cfg.loss.advantage, advantage_eps=cfg.loss.advantage_eps,
+                                    max_new_tokens=cfg.sampling.max_new_tokens,
+                                    overlong_buffer_len=cfg.loss.overlong_buffer_len,
+                                    overlong_factor=cfg.loss.overlong_penalty_factor)
+                t1 = time.perf_counter()
+                lr = float(schedule(int(state.step)))
+                for _ in range(cfg.ppo_epochs):
+                    state, update_metrics = step_fn(state, frozen, reference, batch)
+                update_metrics = {k: float(v) for k, v in update_metrics.items()}
+                t2 = time.perf_counter()
+                tokens = int(r.lengths_BxG.sum()) + int(r.prompt_mask_BxP.sum())
+                metrics = {**rollout_metrics(r, np.asarray(batch.advantages_BxG), cfg.sampling.max_new_tokens),
+                           **update_metrics, "actor/lr": lr,
+                           "timing_s/generate": r.timing["generate"], "timing_s/reward": r.timing["reward"],
+                           "timing_s/update": t2 - t1, "timing_s/step": t2 - t0,
+                           "perf/tokens_per_s": tokens / (t2 - t0)}
+                done = step + 1
+                if done % cfg.evaluation.interval == 0 or done == steps:
+                    val = run_eval("val", policy, state, model_cfg, tokenizer, splits.val, scorers, cfg, run_dir, done)
+                    metrics["val/reward/mean"], metrics["val/pass@1"] = val.metrics["reward/mean"], val.metrics["pass@1"]
+                    improved = meta["best_val"] is None or val.metrics["reward/mean"] > meta["best_val"] + cfg.evaluation.min_delta
+                    meta["bad_evals"] = 0 if improved else meta["bad_evals"] + 1
+                    if improved:
+                        meta["best_val"] = val.metrics["reward/mean"]
+                        ckpt.save_best(done, state, meta, val.metrics["reward/mean"])
+                writer.write(done, metrics)
+                if done % cfg.rollout_log_interval == 0:
+                    writer.write_rollouts(done, [{"prompt": ex.prompt_messages[-1]["content"], "completion": r.texts[i][0],
+                                                  "reward": float(r.rewards_BxG[i, 0]),
+                                                  "components": {k: float(v[i, 0]) for k, v in r.components.items()}}
+                                                 for i, ex in enumerate(examples[:4])])
+                out_of_time = cfg.time_budget_s and time.perf_counter() - t_start > cfg.time_budget_s
+                early = cfg.evaluation.patience and meta["bad_evals"] >= cfg.evaluation.patience
+                if done % cfg.checkpoint.interval == 0 or stop.requested or done == steps or out_of_time or early:
+                    ckpt.save_latest(done, state, meta)
+                if stop.requested:
+                    print(f"[rft-jax] stopped at step {done}; continue with --resume")
+                    return results
+                if early or out_of_time:
+                    print(f"[rft-jax] stopping at step {done}: " + ("validation stopped improving" if early else "time budget reached"))
+                    break
+        if splits.test:
+            results["final"] = run_eval("final", policy, state, model_cfg, tokenizer, splits.test, scorers, cfg,
+                                        run_dir, int(state.step)).metrics
+        plot_training_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
+        if cfg.export:
+            from rft_jax.train.export import export_run  # noqa: PLC0415
+
+            export_run(cfg, model_cfg, params, state.trainable, tokenizer, run_dir / "export")
+        results["wall_seconds"] = time.perf_counter() - t_start
+        (run_dir / "results.json").write_text(json.dumps(results, indent=1))
+        return results
+    finally:
+        writer.close()
+        ckpt.close()
