@@ -30,12 +30,12 @@ CONFIG = TrainConfig(
     lora=LoraConfig(rank=16, alpha=32.0),
     loss=GRPOLossConfig(),
     optimizer=OptimizerConfig(learning_rate=2e-4, warmup_steps=2, weight_decay=0.0),
-    sampling=SamplingConfig(samples_per_prompt=8, temperature=1.0, max_new_tokens=64),
+    sampling=SamplingConfig(samples_per_prompt=8, temperature=0.8, max_new_tokens=64),
     evaluation=EvalConfig(interval=10),
-    warm_start=WarmStartConfig(steps=0),
-    batch_size=8,
-    max_steps=60,
-    time_budget_s=25 * 60,
+    warm_start=WarmStartConfig(steps=10, num_demos=64, batch_size=16, learning_rate=1e-4),
+    batch_size=4,
+    max_steps=200,
+    time_budget_s=20 * 60,
     out_dir="runs/arithmetic_lora",
 )
 

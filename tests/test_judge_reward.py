@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-import openai
 import pytest
 
 from rft_jax.data.example import Example

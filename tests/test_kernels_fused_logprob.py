@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from kernels.fused_logprob import api, pallas_gpu, reference, xla_chunked
-from kernels.fused_logprob.block_config import BlockSizes
+from kernels.fused_logprob.block_sizes import BlockSizes
 
 CHUNKED_BLOCKS = BlockSizes(vocab=64)
 PALLAS_BLOCKS = BlockSizes(tokens=16, vocab=32, depth=16)

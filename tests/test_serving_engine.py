@@ -5,8 +5,6 @@ from __future__ import annotations
 import threading
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from rft_jax.model import init_params

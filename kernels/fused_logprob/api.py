@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from kernels.fused_logprob import pallas_gpu, reference, xla_chunked
-from kernels.fused_logprob.block_config import BlockSizes
+from kernels.fused_logprob.block_sizes import BlockSizes
 
 
 def _reference(hidden, unembed, targets, *, temperature, blocks):

@@ -15,6 +15,13 @@ inputs plus the two gradients. The price is recomputing the logits twice in
 the backward pass (5 matmuls of N*D*V in all, against 3 for the naive XLA
 version); splitting the gradients by owner avoids nondeterministic atomics.
 
+The read-modify-write of a program's own gradient tile is followed by a CTA
+barrier (`debug_barrier`): the tile's load and store may use different
+thread layouts, so without it a thread could read an element another thread
+has not finished writing in the previous step.
+
+Operands are cast to a common dtype before `tl.dot` (float32 inputs use
+Triton's default, TF32 on Ampere and later); accumulation is float32.
 Shapes need not be multiples of the blocks: all loads and stores are masked.
 Block sizes must be powers of two and at least 16 (tl.dot). With
 `interpret=True` the same kernels run on CPU, which is how they are tested
@@ -32,7 +39,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 from kernels.fused_logprob import tile_math
-from kernels.fused_logprob.block_config import BlockSizes, PALLAS_GPU
+from kernels.fused_logprob.block_sizes import BlockSizes, PALLAS_GPU
 
 
 def _check_blocks(blocks: BlockSizes) -> None:
@@ -50,6 +57,17 @@ def _row_vector(ref, row0, nb, n, dtype=jnp.float32):
     return plgpu.load(ref.at[pl.ds(row0, nb)], mask=ok, other=0).astype(dtype)
 
 
+def _barrier(enabled: bool) -> None:
+    """CTA barrier on GPU; the interpreter runs each program sequentially and has none."""
+    if enabled:
+        plgpu.debug_barrier()
+
+
+def _compute_dtype(h_ref, w_ref):
+    """tl.dot needs both operands in one dtype."""
+    return jnp.promote_types(h_ref.dtype, w_ref.dtype)
+
+
 def _logits_tile(h_ref, w_ref, row0, col0, dims, blocks, inv_t):
     """float32 [Nb, Vb] logits h[rows] @ w[:, cols] / T, stepping over D."""
     n, d, v = dims
@@ -57,13 +75,15 @@ def _logits_tile(h_ref, w_ref, row0, col0, dims, blocks, inv_t):
     rows_ok = (row0 + jnp.arange(nb) < n)[:, None]
     cols_ok = (col0 + jnp.arange(vb) < v)[None, :]
 
+    dtype = _compute_dtype(h_ref, w_ref)
+
     def body(k, acc):
         d_ok = k * kb + jnp.arange(kb) < d
         h = plgpu.load(h_ref.at[pl.ds(row0, nb), pl.ds(k * kb, kb)],
                        mask=rows_ok & d_ok[None, :], other=0.0)
         w = plgpu.load(w_ref.at[pl.ds(k * kb, kb), pl.ds(col0, vb)],
                        mask=d_ok[:, None] & cols_ok, other=0.0)
-        return acc + plgpu.dot(h, w)
+        return acc + plgpu.dot(h.astype(dtype), w.astype(dtype))
 
     acc = lax.fori_loop(0, pl.cdiv(d, kb), body,
                         jnp.zeros((nb, vb), jnp.float32))
@@ -102,13 +122,13 @@ def _forward_kernel(h_ref, w_ref, t_ref, lp_ref, ent_ref, lse_ref, *, dims,
 
 
 def _grad_tile(h_ref, w_ref, row_vectors, row0, col0, dims, blocks, inv_t):
-    """dL/d(h @ w) for one tile, in the unembedding dtype, zero off-range."""
+    """dL/d(h @ w) for one tile, in the matmul dtype, zero off-range."""
     targets, lse, mean_z, g_lp, g_ent = row_vectors
     z = _logits_tile(h_ref, w_ref, row0, col0, dims, blocks, inv_t)
     valid, cols = _cols_valid(col0, dims, blocks)
     dz = tile_math.logits_grad(z, cols, targets, lse, mean_z, g_lp, g_ent,
                                valid)
-    return (dz * inv_t).astype(w_ref.dtype)
+    return (dz * inv_t).astype(_compute_dtype(h_ref, w_ref))
 
 
 def _load_row_vectors(refs, row0, dims, blocks):
@@ -120,7 +140,7 @@ def _load_row_vectors(refs, row0, dims, blocks):
               (lse_ref, mz_ref, glp_ref, gent_ref)))
 
 
-def _dhidden_kernel(h_ref, w_ref, *refs, dims, blocks, inv_t):
+def _dhidden_kernel(h_ref, w_ref, *refs, dims, blocks, inv_t, barriers):
     *vec_refs, dh_ref = refs
     n, d, v = dims
     nb, vb, kb = blocks.tokens, blocks.vocab, blocks.depth
@@ -136,6 +156,8 @@ def _dhidden_kernel(h_ref, w_ref, *refs, dims, blocks, inv_t):
         plgpu.store(dh_ref.at[pl.ds(row0, nb), pl.ds(k * kb, kb)],
                     jnp.zeros((nb, kb), jnp.float32), mask=d_mask(k))
 
+    _barrier(barriers)
+
     @pl.loop(0, pl.cdiv(v, vb))
     def _vocab_block(j):
         col0 = j * vb
@@ -150,10 +172,12 @@ def _dhidden_kernel(h_ref, w_ref, *refs, dims, blocks, inv_t):
                            other=0.0)
             dst = dh_ref.at[pl.ds(row0, nb), pl.ds(k * kb, kb)]
             acc = plgpu.load(dst, mask=d_mask(k), other=0.0)
+            w = w.astype(dz.dtype)
             plgpu.store(dst, acc + plgpu.dot(dz, w, trans_b=True), mask=d_mask(k))
+            _barrier(barriers)
 
 
-def _dunembed_kernel(h_ref, w_ref, *refs, dims, blocks, inv_t):
+def _dunembed_kernel(h_ref, w_ref, *refs, dims, blocks, inv_t, barriers):
     *vec_refs, dw_ref = refs
     n, d, v = dims
     nb, vb, kb = blocks.tokens, blocks.vocab, blocks.depth
@@ -167,6 +191,8 @@ def _dunembed_kernel(h_ref, w_ref, *refs, dims, blocks, inv_t):
     def _zero(k):
         plgpu.store(dw_ref.at[pl.ds(k * kb, kb), pl.ds(col0, vb)],
                     jnp.zeros((kb, vb), jnp.float32), mask=d_mask(k))
+
+    _barrier(barriers)
 
     @pl.loop(0, pl.cdiv(n, nb))
     def _token_block(i):
@@ -183,7 +209,9 @@ def _dunembed_kernel(h_ref, w_ref, *refs, dims, blocks, inv_t):
                            other=0.0)
             dst = dw_ref.at[pl.ds(k * kb, kb), pl.ds(col0, vb)]
             acc = plgpu.load(dst, mask=d_mask(k), other=0.0)
+            h = h.astype(dz.dtype)
             plgpu.store(dst, acc + plgpu.dot(h, dz, trans_a=True), mask=d_mask(k))
+            _barrier(barriers)
 
 
 def _call(kernel, grid, out_shape, blocks, interpret, **params):
@@ -210,6 +238,7 @@ def _backward(residuals, cotangents, temperature, blocks, interpret):
     args = (hidden_NxD, unembed_DxV, targets_N, lse_N, lse_N - entropy_N,
             g_lp_N, g_ent_N)
     params = dict(dims=(n, d, v), inv_t=1.0 / temperature)
+    params["barriers"] = not interpret  # the interpreter has no CTA barrier
     dh = _call(_dhidden_kernel, (pl.cdiv(n, blocks.tokens),),
                jax.ShapeDtypeStruct((n, d), jnp.float32), blocks, interpret,
                **params)(*args)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from kernels.fused_logprob import tile_math
-from kernels.fused_logprob.block_config import BlockSizes, XLA_CHUNKED
+from kernels.fused_logprob.block_sizes import BlockSizes, XLA_CHUNKED
 
 
 def _vocab_loop(body, carry, vocab_size: int, block: int):

@@ -76,7 +76,7 @@ def parse_rubric(spec: Any) -> Rubric:
     labels_spec = spec.get("labels") or {}
     if isinstance(labels_spec, list):  # an ordered list, best first: scores spread from 1 down to 0
         n = len(labels_spec)
-        labels_spec = {str(l): (1.0 - i / (n - 1) if n > 1 else 1.0) for i, l in enumerate(labels_spec)}
+        labels_spec = {str(name): (1.0 - i / (n - 1) if n > 1 else 1.0) for i, name in enumerate(labels_spec)}
     labels = tuple((str(k), float(v)) for k, v in labels_spec.items())
     if any(not 0.0 <= v <= 1.0 for _, v in labels):
         raise ValueError("rubric label scores must lie in [0, 1]")

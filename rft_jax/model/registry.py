@@ -62,6 +62,24 @@ def default_param_dtype():
     return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
 
 
+def cpu_has_fast_bf16() -> bool:
+    """AVX-512 BF16 or AMX: without them XLA emulates bf16 matmuls and f32 is faster."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_compute_dtype(name: str) -> str:
+    """"auto": bfloat16 on accelerators and on CPUs with native bf16 matmuls, else float32."""
+    if name != "auto":
+        return name
+    if jax.default_backend() != "cpu":
+        return "bfloat16"
+    return "bfloat16" if cpu_has_fast_bf16() else "float32"
+
+
 def load_config(model: str) -> ModelConfig:
     from rft_jax.model.weights_gguf import read_gguf_config  # noqa: PLC0415
     from rft_jax.model.weights_hf import read_hf_config  # noqa: PLC0415

@@ -22,6 +22,7 @@ from rft_jax.rewards import (
     string_check,
     text_similarity,
 )
+from rft_jax.judge import reward as judge
 from rft_jax.rewards.remote import client
 
 
@@ -47,5 +48,6 @@ REWARDS: dict[str, RewardEntry] = {
                                render_reference=code_tests.render_reference),
     "length_penalty": RewardEntry(length_penalty.length_penalty, needs_reference=False),
     "language_consistency": RewardEntry(language_consistency.language_consistency, needs_reference=False),
+    "judge": RewardEntry(judge.judge_reward, batch_fn=judge.judge_reward_batch, needs_reference=False),
     "remote": RewardEntry(client.remote_reward, batch_fn=client.remote_reward_batch, needs_reference=False),
 }

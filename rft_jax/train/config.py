@@ -15,8 +15,11 @@ from rft_jax.model.registry import DEFAULT_MODEL
 class ModelSpec:
     name: str = DEFAULT_MODEL
     """Registry key, Hugging Face folder, or .gguf file (or an SFT/RFT export folder)."""
-    compute_dtype: Literal["float32", "bfloat16"] = "bfloat16"
-    """Matmul input dtype (accumulation is always float32). bf16 is ~2x faster on CPUs with AVX-512 bf16."""
+    compute_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Matmul input dtype (accumulation is always float32). auto: bf16 on accelerators and on CPUs with
+    native bf16 (AVX-512 BF16/AMX), else float32 (emulated bf16 is slower than f32)."""
+    remat: bool = False
+    """Recompute each layer's activations in the backward pass: less memory, ~1/3 more compute."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +86,8 @@ class WarmStartConfig:
     """Supervised warm start on generated demonstrations, run before RFT when `steps` > 0."""
 
     steps: int = 0
+    num_demos: int = 64
+    """Training prompts (taken from the end of the training split) turned into demonstrations."""
     batch_size: int = 16
     learning_rate: float = 1e-4
     source: Literal["self_format"] = "self_format"

@@ -17,6 +17,7 @@ import numpy as np
 
 from rft_jax.evaluation.evaluate import evaluate
 from rft_jax.grpo import make_schedule
+from rft_jax.model.registry import resolve_compute_dtype
 from rft_jax.monitoring import MetricsWriter, plot_training_curves
 from rft_jax.sampling import SamplingParams
 from rft_jax.train import setup
@@ -111,6 +112,26 @@ def check_signal(cfg: TrainConfig, policy, state, model_cfg, tokenizer, scorer, 
             "baseline/truncation_rate": float(r.truncated_BxG.mean())}
 
 
+def warm_start(cfg: TrainConfig, policy, state, frozen, optimizer, model_cfg, tokenizer, train) -> TrainState:
+    """Short SFT on demonstrations before RL; RL then starts from these weights with a fresh optimizer."""
+    from rft_jax.sft.demos import self_format_demos  # noqa: PLC0415
+    from rft_jax.sft.run import train_sft  # noqa: PLC0415
+    from rft_jax.sft.step import SFTSettings  # noqa: PLC0415
+
+    ws = cfg.warm_start
+    t0 = time.perf_counter()
+    demos = self_format_demos(key=jax.random.key(cfg.seed + 3), cfg=model_cfg, tokenizer=tokenizer,
+                              examples=train[-ws.num_demos:], max_new_tokens=cfg.sampling.max_new_tokens,
+                              dtype=policy.dtype, **policy.sampler_args(state))
+    settings = SFTSettings(model_cfg, cfg.lora.scale if cfg.mode == "lora" else None, str(policy.dtype),
+                           remat=cfg.model.remat)
+    trainable, losses = train_sft(state.trainable, frozen, tokenizer, demos, settings, steps=ws.steps,
+                                  batch_size=ws.batch_size, learning_rate=ws.learning_rate, seed=cfg.seed)
+    print(f"[rft-jax] warm start: {len(demos)} demonstrations, SFT loss {losses[0]:.3f} -> {losses[-1]:.3f} "
+          f"in {time.perf_counter() - t0:.0f} s")
+    return TrainState(trainable, optimizer.init(trainable), jnp.int32(0))
+
+
 def run(cfg: TrainConfig) -> dict:
     """Trains; returns the before/after evaluation metrics."""
     t_start = time.perf_counter()
@@ -124,11 +145,12 @@ def run(cfg: TrainConfig) -> dict:
         raise setup.ConfigError(f"{len(splits.train)} training examples make 0 steps of batch_size={cfg.batch_size}")
     state, frozen, optimizer = setup.init_state(cfg, model_cfg, params, steps)
     reference = params if (cfg.mode == "full" and cfg.loss.beta != 0) else None
-    dtype = jnp.dtype(cfg.model.compute_dtype)
+    compute_dtype = resolve_compute_dtype(cfg.model.compute_dtype)
+    dtype = jnp.dtype(compute_dtype)
     policy = Policy(cfg, model_cfg, frozen, dtype)
     settings = StepSettings(model_cfg, cfg.loss, cfg.lora.scale if cfg.mode == "lora" else None,
-                            cfg.sampling.temperature, cfg.model.compute_dtype, cfg.optimizer.grad_accum_steps,
-                            use_old_logp=cfg.ppo_epochs > 1)
+                            cfg.sampling.temperature, compute_dtype, cfg.optimizer.grad_accum_steps,
+                            remat=cfg.model.remat, use_old_logp=cfg.ppo_epochs > 1)
     step_fn = jit_train_step(optimizer, settings)
     schedule = make_schedule(cfg.optimizer, steps)
     from rft_jax.train.checkpoint import RunCheckpoints  # noqa: PLC0415 (orbax import is slow)
@@ -147,20 +169,24 @@ def run(cfg: TrainConfig) -> dict:
         if start_step == 0:
             print(f"[rft-jax] measuring the base model on {len(splits.val)} validation and {len(splits.test)} test prompts")
             base_val = run_eval("base_val", policy, state, model_cfg, tokenizer, splits.val, scorers, cfg, run_dir, 0)
-            signal_metrics = check_signal(cfg, policy, state, model_cfg, tokenizer, scorer, splits.val,
-                                          jax.random.key(cfg.seed + 11))
-            writer.write(0, {"val/reward/mean": base_val.metrics["reward/mean"], "val/pass@1": base_val.metrics["pass@1"],
-                             **signal_metrics})
-            print("[rft-jax] base model: " + ", ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in signal_metrics.items()))
-            if cfg.require_signal and signal_metrics["baseline/any_positive_share"] == 0:
-                raise setup.ConfigError(
-                    "the base model never earned a positive reward on sampled validation groups, so GRPO has no "
-                    "signal. Raise the temperature, shape the reward (partial credit), add a warm start "
-                    "(warm_start.steps > 0), or pass --no-require-signal to go on anyway.")
             meta["best_val"] = base_val.metrics["reward/mean"]
             if splits.test:
                 results["base"] = run_eval("base", policy, state, model_cfg, tokenizer, splits.test, scorers, cfg,
                                            run_dir, 0).metrics
+            if cfg.warm_start.steps > 0:
+                state = warm_start(cfg, policy, state, frozen, optimizer, model_cfg, tokenizer, splits.train)
+                results["warm_start"] = run_eval("warm_start", policy, state, model_cfg, tokenizer, splits.test,
+                                                 scorers, cfg, run_dir, 0).metrics
+            signal_metrics = check_signal(cfg, policy, state, model_cfg, tokenizer, scorer, splits.val,
+                                          jax.random.key(cfg.seed + 11))
+            writer.write(0, {"val/reward/mean": base_val.metrics["reward/mean"], "val/pass@1": base_val.metrics["pass@1"],
+                             **signal_metrics})
+            print("[rft-jax] RL starts from: " + ", ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in signal_metrics.items()))
+            if cfg.require_signal and signal_metrics["baseline/any_positive_share"] == 0:
+                raise setup.ConfigError(
+                    "the model never earned a positive reward on sampled validation groups, so GRPO has no "
+                    "signal. Raise the temperature, shape the reward (partial credit), add a warm start "
+                    "(--warm-start.steps N), or pass --no-require-signal to go on anyway.")
         sampling = SamplingParams(cfg.sampling.temperature, cfg.sampling.top_k, cfg.sampling.top_p)
         base_key = jax.random.key(cfg.seed)
         train_ids = prompt_ids(tokenizer, splits.train)

@@ -64,6 +64,15 @@ def sample_and_score(params: dict, cfg: ModelConfig, tokenizer, scorer, examples
                           {"generate": t1 - t0, "reward": time.perf_counter() - t1})
 
 
+def completion_bucket(longest: int, max_new_tokens: int) -> int:
+    """Train on C rounded up to a power-of-two multiple of 16, not the full budget: tokens past every
+    sequence's end cost a full forward and backward and teach nothing. Few sizes, few compiles."""
+    c = 16
+    while c < longest:
+        c *= 2
+    return min(c, max_new_tokens)
+
+
 def to_batch(r: ScoredRollouts, *, advantage_mode: str, advantage_eps: float, max_new_tokens: int,
              overlong_buffer_len: int = 0, overlong_factor: float = 1.0) -> tuple[RolloutBatch, np.ndarray]:
     """The device batch for `train_step`, and the (possibly penalised) rewards used for advantages."""
@@ -72,8 +81,9 @@ def to_batch(r: ScoredRollouts, *, advantage_mode: str, advantage_eps: float, ma
         rewards = rewards + np.asarray(overlong_penalty(jnp.asarray(r.lengths_BxG), max_new_tokens,
                                                         overlong_buffer_len, overlong_factor))
     adv = np.asarray(group_advantages(jnp.asarray(rewards), advantage_mode, advantage_eps))
-    batch = RolloutBatch(r.prompt_BxP, r.prompt_mask_BxP, r.tokens_BxGxC, r.mask_BxGxC, r.logprobs_BxGxC,
-                         adv.astype(np.float32), r.truncated_BxG)
+    c = completion_bucket(int(r.lengths_BxG.max()), max_new_tokens)
+    batch = RolloutBatch(r.prompt_BxP, r.prompt_mask_BxP, r.tokens_BxGxC[..., :c], r.mask_BxGxC[..., :c],
+                         r.logprobs_BxGxC[..., :c], adv.astype(np.float32), r.truncated_BxG)
     return jax.tree.map(jnp.asarray, batch), rewards
 
 

@@ -1,0 +1,61 @@
+"""Demonstrations for a warm start, and packing (prompt, target) pairs into padded arrays."""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import numpy as np
+
+from rft_jax.sampling import SamplingParams, decode_rollout, generate_ids
+from rft_jax.sampling.generate import bucket, left_pad
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def with_answer_line(completion: str) -> str | None:
+    """The completion with `ANSWER: <its own last number>` appended; None if it states no number.
+
+    The value is the model's own, right or wrong: the demonstration teaches the
+    required format and nothing about arithmetic, so accuracy gains are left to RL.
+    """
+    numbers = _NUMBER.findall(completion)
+    if not numbers:
+        return None
+    value = numbers[-1].replace(",", "")
+    if value.endswith(".0"):
+        value = value[:-2]
+    if not re.fullmatch(r"-?\d+", value):
+        return None
+    return f"{completion.rstrip()}\nANSWER: {value}"
+
+
+def self_format_demos(params, cfg, tokenizer, examples, *, key: jax.Array, max_new_tokens: int, dtype,
+                      lora=None, lora_scale: float = 1.0, batch_size: int = 64) -> list[tuple[list[int], str]]:
+    """(prompt ids, target text) from the model's own greedy answers with the answer line added."""
+    demos = []
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start:start + batch_size]
+        ids = [tokenizer.apply_chat_template(ex.prompt_messages, tools=ex.tools) for ex in chunk]
+        rollout, _, _ = generate_ids(params, cfg, ids, jax.random.fold_in(key, start),
+                                     sampling=SamplingParams(temperature=0.0), num_samples=1,
+                                     max_new_tokens=max_new_tokens, eos_ids=tokenizer.eos_ids,
+                                     pad_id=tokenizer.pad_id, lora=lora, lora_scale=lora_scale, dtype=dtype)
+        for prompt, row in zip(ids, decode_rollout(tokenizer, rollout)):
+            target = with_answer_line(row[0].text) if row[0].finish_reason == "stop" else None
+            if target is not None:
+                demos.append((prompt, target))
+    return demos
+
+
+def pack(tokenizer, pairs: list[tuple[list[int], str]], max_target_tokens: int):
+    """Left-padded prompts [B, P] and right-padded targets [B, C] (end-of-turn token appended)."""
+    targets = [tokenizer.encode(text)[: max_target_tokens - 1] + [tokenizer.eos_ids[0]] for _, text in pairs]
+    c = bucket(max(len(t) for t in targets), (16, 32, 48, 64, 96, 128, 192, 256, 384, 512))
+    prompt, pmask = left_pad([p for p, _ in pairs], bucket(max(len(p) for p, _ in pairs)), tokenizer.pad_id, len(pairs))
+    target = np.full((len(pairs), c), tokenizer.pad_id, np.int32)
+    tmask = np.zeros((len(pairs), c), bool)
+    for i, t in enumerate(targets):
+        target[i, :len(t)] = t
+        tmask[i, :len(t)] = True
+    return prompt, pmask, target, tmask
