@@ -1,6 +1,6 @@
 """Benchmark of kernels/fused_logprob: peak memory and forward+backward time against naive logits.
 
-    python -m benchmarks.kernels                      # CPU default, about 4 minutes on 2 cores
+    python -m benchmarks.kernels                      # CPU default: ~3 min on 2 idle cores, more if shared
     python -m benchmarks.kernels --sizes 16384:151936:1536 --repeats 3   # one size, timed
     python -m benchmarks.kernels --memory-only        # compile-only memory table for the full grid
 
@@ -84,6 +84,10 @@ def _cpu_model() -> str:
 
 
 def _available_bytes() -> int:
+    """Free device memory on an accelerator, else the host's MemAvailable."""
+    stats = jax.devices()[0].memory_stats() if jax.default_backend() != "cpu" else None
+    if stats and "bytes_limit" in stats:
+        return stats["bytes_limit"] - stats.get("bytes_in_use", 0)
     with open("/proc/meminfo") as f:
         info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
     return info.get("MemAvailable", 0)
@@ -186,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-sizes", type=_parse_sizes, default=GRID,
                         help="compile-only memory sizes N:V:D,... (default: the issue's 8-point grid)")
     parser.add_argument("--memory-only", action="store_true", help="skip timing")
-    parser.add_argument("--repeats", type=int, default=2 if not on_gpu else 10)
+    parser.add_argument("--repeats", type=int, default=1 if not on_gpu else 10,
+                        help="timed runs per implementation after one warm-up (min is kept)")
     parser.add_argument("--max-gib", type=float, default=8.0 if not on_gpu else 1e9,
                         help="do not run an implementation whose compiled peak exceeds this (shared CPU hosts)")
     parser.add_argument("--dtype", default="bfloat16" if on_gpu else "float32",

@@ -1,4 +1,7 @@
-"""Fused log-prob / entropy from hidden states (issue 4). Entry point: `api.token_logprobs_and_entropy`; oracle: `reference.py`."""
+"""Fused log-prob / entropy from hidden states (issue 4).
+
+Entry point: `api.token_logprobs_and_entropy`; oracle: `reference.py`.
+"""
 
 from kernels.fused_logprob.api import IMPLEMENTATIONS, best_implementation, token_logprobs_and_entropy
 from kernels.fused_logprob.block_sizes import BlockSizes

@@ -139,6 +139,7 @@ def run(cfg: TrainConfig) -> dict:
     setup.write_run_config(cfg, run_dir)
     scorer = setup.build_scorer(cfg.reward)
     model_cfg, params, tokenizer = setup.load_policy(cfg)
+    setup.check_lengths(cfg, model_cfg)
     splits = setup.load_splits(cfg, run_dir, tokenizer, scorer.needs_reference)
     steps = setup.total_steps(cfg, len(splits.train))
     if steps < 1:

@@ -82,6 +82,16 @@ def load_policy(cfg: TrainConfig):
     return model_cfg, params, load_tokenizer(cfg.model.name)
 
 
+def check_lengths(cfg: TrainConfig, model_cfg) -> None:
+    """Prompt + response must fit the model's context (the sampler's KV cache is sized from them)."""
+    need = cfg.data.max_prompt_tokens + cfg.sampling.max_new_tokens
+    if need > model_cfg.max_position_embeddings:
+        raise ConfigError(
+            f"data.max_prompt_tokens ({cfg.data.max_prompt_tokens}) + sampling.max_new_tokens "
+            f"({cfg.sampling.max_new_tokens}) = {need} exceeds the model's context of "
+            f"{model_cfg.max_position_embeddings} tokens; lower one of them")
+
+
 def total_steps(cfg: TrainConfig, num_train: int) -> int:
     per_epoch = num_train // cfg.batch_size
     steps = per_epoch * cfg.epochs

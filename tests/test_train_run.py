@@ -1,0 +1,116 @@
+"""The training run end to end on a tiny random model: bad input, kill and resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from rft_jax.data.problems import DatasetError
+from rft_jax.grpo import OptimizerConfig
+from rft_jax.model import ModelConfig, init_params
+from rft_jax.train.config import DataConfig, EvalConfig, SamplingConfig, TaskData, TrainConfig
+from rft_jax.train.export import export_model
+from rft_jax.train.loop import run
+from rft_jax.train.setup import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, smollm2):
+    """A random 2-layer model with SmolLM2's tokenizer, exported as a Hugging Face folder."""
+    _, _, tokenizer = smollm2
+    cfg = ModelConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+                      num_kv_heads=2, head_dim=8, max_position_embeddings=512)
+    folder = tmp_path_factory.mktemp("tiny_model")
+    export_model(folder, cfg, init_params(cfg, jax.random.key(0), std=0.5), tokenizer)
+    return str(folder)
+
+
+def tiny_config(model: str, out_dir: str, **overrides) -> TrainConfig:
+    base = TrainConfig(
+        data=DataConfig(task=TaskData(name="arithmetic", num_train=16, num_val=4, num_test=0), max_prompt_tokens=128),
+        reward="tests.toy_rewards:brevity", require_signal=False, batch_size=2, max_steps=4,
+        sampling=SamplingConfig(samples_per_prompt=4, max_new_tokens=16), evaluation=EvalConfig(interval=100),
+        optimizer=OptimizerConfig(learning_rate=1e-2), out_dir=out_dir, seed=0)
+    base = dataclasses.replace(base, model=dataclasses.replace(base.model, name=model, compute_dtype="float32"))
+    return dataclasses.replace(base, **overrides)
+
+
+def test_unknown_reward_is_refused_before_compute(tiny_model, tmp_path):
+    with pytest.raises(ConfigError, match="unknown reward 'no_such_reward'"):
+        run(tiny_config(tiny_model, str(tmp_path), reward="no_such_reward"))
+
+
+def test_invalid_dataset_is_refused_with_line_and_field(tiny_model, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}], "reference_answer": 1}\n{"messages": []}\n')
+    cfg = tiny_config(tiny_model, str(tmp_path / "run"), data=DataConfig(train_file=str(bad)))
+    with pytest.raises(DatasetError, match=r"bad.jsonl:2"):
+        run(cfg)
+
+
+def test_batch_that_does_not_divide_is_refused(tiny_model, tmp_path):
+    with pytest.raises(ValueError, match="not divisible"):
+        tiny_config(tiny_model, str(tmp_path), batch_size=3, optimizer=OptimizerConfig(grad_accum_steps=2))
+
+
+def test_response_longer_than_context_is_refused(tiny_model, tmp_path):
+    cfg = tiny_config(tiny_model, str(tmp_path), sampling=SamplingConfig(max_new_tokens=1024))
+    with pytest.raises(ConfigError, match="exceeds the model's context"):
+        run(cfg)
+
+
+def _train_cmd(model: str, out_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "rft_jax.cli", "train", "--model.name", model, "--model.compute-dtype", "float32",
+            "--data.task.name", "arithmetic", "--data.task.num-train", "16", "--data.task.num-val", "4",
+            "--data.task.num-test", "0", "--data.max-prompt-tokens", "128", "--reward", "tests.toy_rewards:brevity",
+            "--no-require-signal", "--batch-size", "2", "--max-steps", "6", "--sampling.samples-per-prompt", "4",
+            "--sampling.max-new-tokens", "16", "--evaluation.interval", "100", "--checkpoint.interval", "100",
+            "--optimizer.learning-rate", "0.01", "--out-dir", str(out_dir), *extra]
+
+
+def _adapter(out_dir: Path) -> dict[str, np.ndarray]:
+    return load_file(str(out_dir / "export" / "adapter" / "adapter_model.safetensors"))
+
+
+def _steps_logged(out_dir: Path) -> list[int]:
+    path = out_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_killed_run_resumes_to_the_same_parameters(tiny_model, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": ""}
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(_train_cmd(tiny_model, straight), check=True, env=env, cwd=ROOT, capture_output=True)
+
+    proc = subprocess.Popen(_train_cmd(tiny_model, killed), env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    deadline = time.time() + 600
+    while max(_steps_logged(killed), default=0) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=600)[0].decode()
+    assert "continue with --resume" in out, out[-2000:]
+    stopped_at = max(_steps_logged(killed))
+    assert 2 <= stopped_at < 6
+    assert not (killed / "export").exists()
+
+    subprocess.run(_train_cmd(tiny_model, killed, "--resume"), check=True, env=env, cwd=ROOT, capture_output=True)
+    a, b = _adapter(straight), _adapter(killed)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)  # bitwise on CPU
