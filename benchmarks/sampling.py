@@ -1,0 +1,112 @@
+"""Sampling throughput: our KV-cached sampler vs transformers `generate`, same process, same machine.
+
+    python benchmarks/sampling.py [--batches 64,8] [--new-tokens 64] [--repeats 2]
+
+Both sample at temperature 1.0 (no top-k/top-p), exactly `new_tokens` tokens each (EOS
+ignored), from the same chat-templated arithmetic prompts, left-padded. torch uses
+the same number of threads as XLA's CPU client. Prints new tokens/s for each, the
+ratio, the matmul peak measured here, and the share of it our decode sustains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks.matmul_peak import matmul_peak_gflops  # noqa: E402
+from rft_jax.data.tasks.arithmetic import generate_arithmetic  # noqa: E402
+from rft_jax.model import DEFAULT_MODEL, load_model, resolve_model_path  # noqa: E402
+from rft_jax.model.registry import resolve_compute_dtype  # noqa: E402
+from rft_jax.model.tokenizer import load_tokenizer  # noqa: E402
+from rft_jax.sampling import SamplingParams, sample  # noqa: E402
+from rft_jax.sampling.generate import bucket, left_pad  # noqa: E402
+
+
+def prompts(tokenizer, n: int) -> list[list[int]]:
+    examples = generate_arithmetic(n, seed=123, levels=("one_step", "two_step"))
+    return [tokenizer.apply_chat_template(ex.prompt_messages) for ex in examples]
+
+
+def time_ours(params, cfg, tokens, mask, new_tokens, dtype, repeats) -> tuple[float, float]:
+    """(median seconds, compile seconds) for sampling every prompt once."""
+    run = lambda k: sample(params, cfg, tokens, mask, jax.random.key(k), params_sampling=SamplingParams(1.0),  # noqa: E731
+                           num_samples=1, max_new_tokens=new_tokens, eos_ids=(), pad_id=0, dtype=dtype)
+    t = time.perf_counter()
+    jax.block_until_ready(run(0))
+    compile_s = time.perf_counter() - t
+    times = []
+    for r in range(repeats):
+        t = time.perf_counter()
+        out = jax.block_until_ready(run(r + 1))
+        times.append(time.perf_counter() - t)
+    assert int(out.lengths_BxG.min()) == new_tokens
+    return statistics.median(times), compile_s
+
+
+def time_hf(model, tokens, mask, new_tokens, repeats) -> float:
+    import torch  # noqa: PLC0415
+
+    ids, att = torch.tensor(np.asarray(tokens), dtype=torch.long), torch.tensor(np.asarray(mask), dtype=torch.long)
+    kw = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, use_cache=True, max_new_tokens=new_tokens,
+              min_new_tokens=new_tokens, pad_token_id=0)
+    with torch.no_grad():
+        model.generate(input_ids=ids[:, :8], attention_mask=att[:, :8], max_new_tokens=2, do_sample=True, pad_token_id=0)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            out = model.generate(input_ids=ids, attention_mask=att, **kw)
+            times.append(time.perf_counter() - t)
+    assert out.shape[1] == ids.shape[1] + new_tokens
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batches", default="64,8")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--no-hf", action="store_true", help="skip transformers (no torch installed)")
+    args = parser.parse_args()
+
+    threads = os.cpu_count() or 1
+    dtype = jnp.dtype(resolve_compute_dtype("auto"))
+    cfg, params = load_model(DEFAULT_MODEL, dtype=dtype)
+    tokenizer = load_tokenizer(DEFAULT_MODEL)
+    peak = matmul_peak_gflops(dtype)
+    hf = None
+    if not args.no_hf:
+        import torch  # noqa: PLC0415
+        import transformers  # noqa: PLC0415
+
+        torch.set_num_threads(threads)
+        path = resolve_model_path(DEFAULT_MODEL)
+        hf = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                               dtype=torch.float32).eval()
+    flop_per_token = 2 * cfg.num_params
+    print(f"machine: {threads} threads, matmul peak {peak:.0f} GFLOP/s ({dtype.name}); model {DEFAULT_MODEL}, "
+          f"{cfg.num_params / 1e6:.1f}M params, decode {flop_per_token / 1e6:.0f} MFLOP/token")
+    print(f"{'batch':>5} {'ours tok/s':>11} {'HF tok/s':>9} {'ratio':>6} {'ours GFLOP/s':>13} {'of peak':>8} {'compile s':>9}")
+    for b in (int(x) for x in args.batches.split(",")):
+        ids = (prompts(tokenizer, b) * 2)[:b]
+        tokens, mask = left_pad(ids, bucket(max(len(i) for i in ids)), tokenizer.pad_id, b)
+        ours_s, compile_s = time_ours(params, cfg, jnp.asarray(tokens), jnp.asarray(mask), args.new_tokens, dtype,
+                                      args.repeats)
+        ours = b * args.new_tokens / ours_s
+        hf_tps = b * args.new_tokens / time_hf(hf, tokens, mask, args.new_tokens, args.repeats) if hf else float("nan")
+        gflops = ours * flop_per_token / 1e9
+        print(f"{b:>5} {ours:>11.0f} {hf_tps:>9.0f} {ours / hf_tps:>6.2f} {gflops:>13.1f} {gflops / peak:>8.0%} "
+              f"{compile_s:>9.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
