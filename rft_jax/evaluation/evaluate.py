@@ -26,6 +26,8 @@ class EvalResult:
     metrics: dict[str, float]
     samples: list[dict]  # id, prompt, completion, reward, components
     by_field: dict[str, dict[str, dict[str, float]]]  # field -> value -> metric -> mean
+    per_example: list[dict] = dataclasses.field(default_factory=list, repr=False)
+    """Per example: `scores` {scorer: [G]}, `lengths` [G], `truncated` [G], `errors` [G], `format_ok` [G]."""
 
     def to_json(self, name: str, **extra) -> dict:
         return {"name": name, **extra, "metrics": self.metrics, "by_field": self.by_field, "samples": self.samples}
@@ -64,7 +66,10 @@ def evaluate(params: dict, cfg, tokenizer, examples, scorers: dict, *, key: jax.
             row = {name: [scores[name][j * num_samples + g].score for g in range(num_samples)] for name in scorers}
             lengths = [len(c.token_ids) for c in completions[j]]
             truncated = [c.finish_reason == "length" for c in completions[j]]
-            per_example.append({"ex": ex, "scores": row, "lengths": lengths, "truncated": truncated})
+            results = [scores[main][j * num_samples + g] for g in range(num_samples)]
+            per_example.append({"ex": ex, "scores": row, "lengths": lengths, "truncated": truncated,
+                                "errors": [r.error is not None for r in results],
+                                "format_ok": [_format_ok(r) for r in results]})
             first = scores[main][j * num_samples]
             samples.append({"id": ex.id, "prompt": ex.prompt_messages[-1]["content"],
                             "completion": completions[j][0].text, "reward": first.score,
@@ -89,7 +94,13 @@ def evaluate(params: dict, cfg, tokenizer, examples, scorers: dict, *, key: jax.
             by_field[field] = {value: {f"{name}/mean": float(np.mean([s for e in es for s in e["scores"][name]]))
                                        for name in scorers} | {"count": float(len(es))}
                                for value, es in sorted(groups.items())}
-    return EvalResult(metrics, samples, by_field)
+    return EvalResult(metrics, samples, by_field, per_example)
+
+
+def _format_ok(result) -> float:
+    """Whether the reward reported the answer format as followed (nan when it does not say)."""
+    values = [v for k, v in result.metrics.items() if k.endswith("format_ok")]
+    return float(max(values)) if values else float("nan")
 
 
 def main(argv: list[str]) -> int:

@@ -43,15 +43,16 @@ def self_format_demos(params, cfg, tokenizer, examples, *, key: jax.Array, max_n
                                      pad_id=tokenizer.pad_id, lora=lora, lora_scale=lora_scale, dtype=dtype)
         for prompt, row in zip(ids, decode_rollout(tokenizer, rollout)):
             target = with_answer_line(row[0].text) if row[0].finish_reason == "stop" else None
-            if target is not None:
+            if target is not None and len(tokenizer.encode(target)) < max_new_tokens:
                 demos.append((prompt, target))
     return demos
 
 
 def pack(tokenizer, pairs: list[tuple[list[int], str]], max_target_tokens: int):
-    """Left-padded prompts [B, P] and right-padded targets [B, C] (end-of-turn token appended)."""
+    """Left-padded prompts [B, P] and targets right-padded to exactly `max_target_tokens` [B, C]
+    (end-of-turn token appended; longer targets cut). One target length means one compile."""
     targets = [tokenizer.encode(text)[: max_target_tokens - 1] + [tokenizer.eos_ids[0]] for _, text in pairs]
-    c = bucket(max(len(t) for t in targets), (16, 32, 48, 64, 96, 128, 192, 256, 384, 512))
+    c = max_target_tokens
     prompt, pmask = left_pad([p for p, _ in pairs], bucket(max(len(p) for p, _ in pairs)), tokenizer.pad_id, len(pairs))
     target = np.full((len(pairs), c), tokenizer.pad_id, np.int32)
     tmask = np.zeros((len(pairs), c), bool)

@@ -99,7 +99,7 @@ def run_eval(name, policy, state, model_cfg, tokenizer, examples, scorers, cfg: 
 
 def check_signal(cfg: TrainConfig, policy, state, model_cfg, tokenizer, scorer, val, key) -> dict:
     """Sampled groups on validation prompts: can the model ever succeed, do groups disagree?"""
-    examples = val[: max(cfg.batch_size, min(len(val), 32))]
+    examples = val[: min(len(val), 2 * cfg.batch_size)]
     r = sample_and_score(key=key, examples=examples, scorer=scorer, cfg=model_cfg, tokenizer=tokenizer,
                          sampling=SamplingParams(cfg.sampling.temperature, cfg.sampling.top_k, cfg.sampling.top_p),
                          num_samples=cfg.sampling.samples_per_prompt, max_new_tokens=cfg.sampling.max_new_tokens,
@@ -126,7 +126,8 @@ def warm_start(cfg: TrainConfig, policy, state, frozen, optimizer, model_cfg, to
     settings = SFTSettings(model_cfg, cfg.lora.scale if cfg.mode == "lora" else None, str(policy.dtype),
                            remat=cfg.model.remat)
     trainable, losses = train_sft(state.trainable, frozen, tokenizer, demos, settings, steps=ws.steps,
-                                  batch_size=ws.batch_size, learning_rate=ws.learning_rate, seed=cfg.seed)
+                                  batch_size=ws.batch_size, learning_rate=ws.learning_rate, seed=cfg.seed,
+                                  max_target_tokens=cfg.sampling.max_new_tokens)
     print(f"[rft-jax] warm start: {len(demos)} demonstrations, SFT loss {losses[0]:.3f} -> {losses[-1]:.3f} "
           f"in {time.perf_counter() - t0:.0f} s")
     return TrainState(trainable, optimizer.init(trainable), jnp.int32(0))

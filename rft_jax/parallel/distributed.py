@@ -1,0 +1,96 @@
+"""Several processes (one per host, or per GPU) forming one JAX cluster.
+
+Every process runs the same program on the same config. Each one holds the
+full host-side data (the dataset, the step's prompt list), samples and scores
+only its share of the step's prompts, and the shares are gathered so that every
+process sees the same rewards. Only process 0 writes logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+    """Multi-process runs. Unset fields come from $JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES and
+    $JAX_PROCESS_ID, or are detected under SLURM (srun with several tasks)."""
+
+    coordinator_address: str | None = None
+    """host:port of process 0, reachable from every process."""
+    num_processes: int | None = None
+    process_id: int | None = None
+    detect: bool = False
+    """Let JAX detect the cluster (TPU slice, SLURM, Open MPI, Kubernetes) with no variables set."""
+
+
+def _env_int(name: str) -> int | None:
+    return int(os.environ[name]) if os.environ.get(name) else None
+
+
+def _under_slurm() -> bool:
+    return "SLURM_JOB_ID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1
+
+
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None, detect: bool = False) -> bool:
+    """Joins the cluster when one is configured; returns whether this run has several processes.
+
+    Must run before anything else touches JAX devices. Single-process runs (no
+    address, no variables, not under SLURM) are left alone.
+    """
+    address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    num = num_processes if num_processes is not None else _env_int("JAX_NUM_PROCESSES")
+    pid = process_id if process_id is not None else _env_int("JAX_PROCESS_ID")
+    if jax.distributed.is_initialized():
+        return jax.process_count() > 1
+    if address is None and not (detect or _under_slurm()):
+        return False
+    if address is not None and (num is None or pid is None) and not _under_slurm():
+        raise ValueError("a coordinator address needs num_processes and process_id "
+                         "(or $JAX_NUM_PROCESSES and $JAX_PROCESS_ID)")
+    # CPU-only clusters (tests, CI) need a collectives library for cross-process reductions.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=address, num_processes=num, process_id=pid)
+    return jax.process_count() > 1
+
+
+def is_primary() -> bool:
+    """Process 0 writes logs, reports and exports."""
+    return jax.process_index() == 0
+
+
+def process_share(n: int) -> slice:
+    """This process's contiguous share of n rows (e.g. the step's prompts)."""
+    count, index = jax.process_count(), jax.process_index()
+    if n % count:
+        raise ValueError(f"{n} prompts cannot be split evenly over {count} processes; "
+                         "make batch_size a multiple of the process count")
+    per = n // count
+    return slice(index * per, (index + 1) * per)
+
+
+def gather_rows(local_rows):
+    """Every process's share concatenated in process order (a pytree of [n/P, ...] arrays -> [n, ...])."""
+    if jax.process_count() == 1:
+        return jax.tree.map(np.asarray, local_rows)
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    return jax.tree.map(np.asarray, multihost_utils.process_allgather(local_rows, tiled=True))
+
+
+def gather_names(names: list[str]) -> list[str]:
+    """The sorted union of every process's names (e.g. reward components)."""
+    if jax.process_count() == 1:
+        return sorted(set(names))
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    raw = np.zeros(4096, np.uint8)
+    text = "\n".join(sorted(set(names))).encode()[:4096]
+    raw[:len(text)] = np.frombuffer(text, np.uint8)
+    rows = np.asarray(multihost_utils.process_allgather(raw))
+    return sorted({n for row in rows for n in bytes(row).rstrip(b"\0").decode().split("\n") if n})
