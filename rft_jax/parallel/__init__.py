@@ -6,7 +6,7 @@
 """
 
 from rft_jax.parallel.distributed import (DistributedConfig, gather_rows, initialize_distributed, is_primary,
-                                          process_share)
+                                          process_share, to_host)
 from rft_jax.parallel.mesh import MeshConfig, make_mesh, mesh_shape
 from rft_jax.parallel.rules import (RULES, batch_shardings, cache_sharding, lora_shardings, logical_spec,
                                     opt_state_shardings, param_shardings, place, replicated)
@@ -16,5 +16,5 @@ __all__ = [
     "RULES", "DistributedConfig", "MeshConfig", "StepShardings", "batch_shardings", "cache_sharding", "gather_rows",
     "initialize_distributed", "is_primary", "jit_sharded_train_step", "logical_spec", "lora_shardings", "make_mesh",
     "mesh_shape", "opt_state_shardings", "param_shardings", "place", "process_share", "replicated",
-    "step_shardings",
+    "step_shardings", "to_host",
 ]

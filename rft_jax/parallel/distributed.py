@@ -83,6 +83,15 @@ def gather_rows(local_rows):
     return jax.tree.map(np.asarray, multihost_utils.process_allgather(local_rows, tiled=True))
 
 
+def to_host(tree):
+    """Global arrays (however sharded, over however many processes) -> full numpy values on every process."""
+    if jax.process_count() == 1:
+        return jax.tree.map(np.asarray, tree)
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+
+
 def gather_names(names: list[str]) -> list[str]:
     """The sorted union of every process's names (e.g. reward components)."""
     if jax.process_count() == 1:

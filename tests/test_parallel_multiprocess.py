@@ -1,0 +1,80 @@
+"""Two real processes on 127.0.0.1 form one JAX cluster (CPU, gloo collectives), each with 2 devices,
+and run two GRPO steps on a global batch split between them; the result equals a single-process
+run, and their orbax checkpoint restores in a single process."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tests import parallel_worker
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT_S = 300
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_cluster(out_dir: Path, num: int = 2) -> list[subprocess.Popen]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    port = str(_free_port())
+    return [subprocess.Popen([sys.executable, str(ROOT / "tests" / "parallel_worker.py"), str(i), str(num), port,
+                              str(out_dir)], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            for i in range(num)]
+
+
+def _wait(procs: list[subprocess.Popen]) -> list[str]:
+    logs = []
+    try:
+        for p in procs:
+            logs.append(p.communicate(timeout=TIMEOUT_S)[0].decode(errors="replace"))
+    finally:
+        for p in procs:  # a failed or hung peer must not outlive the test
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, log in zip(procs, logs):
+        assert p.returncode == 0, log[-4000:]
+    return logs
+
+
+def test_two_processes_match_one_and_their_checkpoint_restores_in_one(tmp_path):
+    procs = _start_cluster(tmp_path)
+    single_dir = tmp_path / "single"
+    single_dir.mkdir()
+    want = parallel_worker.two_steps(str(single_dir))  # meanwhile: one process, 8 devices
+    _wait(procs)
+    got = json.loads((tmp_path / "result.json").read_text())
+    assert got["processes"] == 2 and want["processes"] == 1
+    assert got["tokens"] == want["tokens"]  # the same samples from the same keys
+    np.testing.assert_allclose(got["losses"], want["losses"], rtol=1e-5, atol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-6), got["trainable"],
+                 want["trainable"], is_leaf=lambda x: isinstance(x, list))
+
+    from rft_jax.grpo import OptimizerConfig, make_optimizer
+    from rft_jax.model import ModelConfig
+    from rft_jax.model.lora import LoraConfig, init_lora
+    from rft_jax.train.checkpoint import RunCheckpoints
+    from rft_jax.train.step import TrainState
+
+    lora = init_lora(ModelConfig(**parallel_worker.TINY), LoraConfig(rank=4), jax.random.key(7))
+    like = TrainState(lora, make_optimizer(OptimizerConfig(learning_rate=1e-2), 10).init(lora), jnp.int32(0))
+    ckpt = RunCheckpoints(tmp_path)
+    restored, meta = ckpt.restore(ckpt.latest, ckpt.latest_step(), like)
+    ckpt.close()
+    assert int(restored.step) == 2 and meta == {"note": "two-process run"}
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=2e-6),
+                 restored.trainable, jax.tree.map(np.asarray, got["trainable"], is_leaf=lambda x: isinstance(x, list)))
