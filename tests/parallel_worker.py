@@ -35,7 +35,7 @@ def two_steps(out_dir: str) -> dict:
     from rft_jax.grpo import GRPOLossConfig, OptimizerConfig, group_advantages, make_optimizer
     from rft_jax.model import ModelConfig, init_params
     from rft_jax.model.lora import LoraConfig, init_lora
-    from rft_jax.parallel import (MeshConfig, gather_rows, jit_sharded_train_step, make_mesh, param_shardings, place,
+    from rft_jax.parallel import (MeshConfig, gather_rows, jit_sharded_train_step, make_mesh, place,
                                   process_share, step_shardings, to_host)
     from rft_jax.parallel.rollout import sample_global
     from rft_jax.sampling import SamplingParams

@@ -9,6 +9,8 @@ from rft_jax.data.tasks.prompt import PromptStyle
 from rft_jax.grpo import GRPOLossConfig, OptimizerConfig
 from rft_jax.model.lora import LoraConfig
 from rft_jax.model.registry import DEFAULT_MODEL
+from rft_jax.parallel.distributed import DistributedConfig
+from rft_jax.parallel.mesh import MeshConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +129,10 @@ class TrainConfig:
     """Refuse to start when the base model never succeeds on the validation groups."""
     rollout_log_interval: int = 5
     export: bool = True
+    mesh: MeshConfig = MeshConfig()
+    """Device layout data x fsdp x tensor (docs/scaling.md); the default shards everything FSDP over all devices."""
+    distributed: DistributedConfig = DistributedConfig()
+    """Multi-process (multi-host) runs; single-process unless configured or detected."""
 
     def __post_init__(self):
         accum = self.optimizer.grad_accum_steps

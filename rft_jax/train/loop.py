@@ -6,6 +6,7 @@ function elsewhere in this package.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import time
@@ -19,11 +20,14 @@ from rft_jax.evaluation.evaluate import evaluate
 from rft_jax.grpo import make_schedule
 from rft_jax.model.registry import resolve_compute_dtype
 from rft_jax.monitoring import MetricsWriter, plot_training_curves
+from rft_jax.parallel import (initialize_distributed, is_primary, jit_sharded_train_step, make_mesh, place,
+                              step_shardings, to_host)
+from rft_jax.parallel.rollout import sample_and_score_sharded
 from rft_jax.sampling import SamplingParams
 from rft_jax.train import setup
 from rft_jax.train.config import TrainConfig
 from rft_jax.train.rollout import prompt_ids, rollout_metrics, sample_and_score, to_batch
-from rft_jax.train.step import StepSettings, TrainState, jit_train_step
+from rft_jax.train.step import StepSettings, TrainState
 
 
 class StopRequested:
@@ -136,6 +140,8 @@ def warm_start(cfg: TrainConfig, policy, state, frozen, optimizer, model_cfg, to
 def run(cfg: TrainConfig) -> dict:
     """Trains; returns the before/after evaluation metrics."""
     t_start = time.perf_counter()
+    initialize_distributed(**dataclasses.asdict(cfg.distributed))  # before anything touches a device
+    mesh = make_mesh(cfg.mesh)
     run_dir = Path(cfg.out_dir)
     setup.write_run_config(cfg, run_dir)
     scorer = setup.build_scorer(cfg.reward)
@@ -146,14 +152,17 @@ def run(cfg: TrainConfig) -> dict:
     if steps < 1:
         raise setup.ConfigError(f"{len(splits.train)} training examples make 0 steps of batch_size={cfg.batch_size}")
     state, frozen, optimizer = setup.init_state(cfg, model_cfg, params, steps)
-    reference = params if (cfg.mode == "full" and cfg.loss.beta != 0) else None
+    # A copy: the donated train state must not share buffers with the reference.
+    reference = jax.tree.map(jnp.copy, params) if (cfg.mode == "full" and cfg.loss.beta != 0) else None
+    sh = step_shardings(mesh, optimizer, state, frozen, reference, cfg.batch_size, cfg.mode == "lora")
+    state, frozen, reference = place((state, frozen, reference), (sh.state, sh.frozen, sh.reference))
     compute_dtype = resolve_compute_dtype(cfg.model.compute_dtype)
     dtype = jnp.dtype(compute_dtype)
     policy = Policy(cfg, model_cfg, frozen, dtype)
     settings = StepSettings(model_cfg, cfg.loss, cfg.lora.scale if cfg.mode == "lora" else None,
                             cfg.sampling.temperature, compute_dtype, cfg.optimizer.grad_accum_steps,
                             remat=cfg.model.remat, use_old_logp=cfg.ppo_epochs > 1)
-    step_fn = jit_train_step(optimizer, settings)
+    step_fn = jit_sharded_train_step(optimizer, settings, sh)
     schedule = make_schedule(cfg.optimizer, steps)
     from rft_jax.train.checkpoint import RunCheckpoints  # noqa: PLC0415 (orbax import is slow)
 
@@ -165,7 +174,7 @@ def run(cfg: TrainConfig) -> dict:
         start_step = int(state.step)
         print(f"[rft-jax] resumed from step {start_step} in {run_dir}")
     scorers = eval_scorers(cfg, scorer)
-    writer = MetricsWriter(run_dir, total_steps=steps)
+    writer = MetricsWriter(run_dir, total_steps=steps, is_primary=is_primary())
     results: dict = {}
     try:
         if start_step == 0:
@@ -176,7 +185,8 @@ def run(cfg: TrainConfig) -> dict:
                 results["base"] = run_eval("base", policy, state, model_cfg, tokenizer, splits.test, scorers, cfg,
                                            run_dir, 0).metrics
             if cfg.warm_start.steps > 0:
-                state = warm_start(cfg, policy, state, frozen, optimizer, model_cfg, tokenizer, splits.train)
+                state = place(warm_start(cfg, policy, state, frozen, optimizer, model_cfg, tokenizer, splits.train),
+                              sh.state)
                 results["warm_start"] = run_eval("warm_start", policy, state, model_cfg, tokenizer, splits.test,
                                                  scorers, cfg, run_dir, 0).metrics
             signal_metrics = check_signal(cfg, policy, state, model_cfg, tokenizer, scorer, splits.val,
@@ -197,15 +207,17 @@ def run(cfg: TrainConfig) -> dict:
                 t0 = time.perf_counter()
                 idx = batch_indices(step, cfg.batch_size, len(splits.train), cfg.seed)
                 examples = [splits.train[i] for i in idx]
-                r = sample_and_score(key=jax.random.fold_in(base_key, step), examples=examples, scorer=scorer,
-                                     cfg=model_cfg, tokenizer=tokenizer, sampling=sampling,
-                                     num_samples=cfg.sampling.samples_per_prompt,
-                                     max_new_tokens=cfg.sampling.max_new_tokens, dtype=dtype, stops=cfg.sampling.stop,
-                                     ids=[train_ids[i] for i in idx], **policy.sampler_args(state))
+                r = sample_and_score_sharded(mesh, key=jax.random.fold_in(base_key, step), examples=examples,
+                                             scorer=scorer, cfg=model_cfg, tokenizer=tokenizer, sampling=sampling,
+                                             num_samples=cfg.sampling.samples_per_prompt,
+                                             max_new_tokens=cfg.sampling.max_new_tokens, dtype=dtype,
+                                             stops=cfg.sampling.stop, ids=[train_ids[i] for i in idx],
+                                             **policy.sampler_args(state))
                 batch, _ = to_batch(r, advantage_mode=cfg.loss.advantage, advantage_eps=cfg.loss.advantage_eps,
                                     max_new_tokens=cfg.sampling.max_new_tokens,
                                     overlong_buffer_len=cfg.loss.overlong_buffer_len,
                                     overlong_factor=cfg.loss.overlong_penalty_factor)
+                batch = place(batch, sh.batch)
                 t1 = time.perf_counter()
                 lr = float(schedule(int(state.step)))
                 for _ in range(cfg.ppo_epochs):
@@ -250,7 +262,9 @@ def run(cfg: TrainConfig) -> dict:
         if cfg.export:
             from rft_jax.train.export import export_run  # noqa: PLC0415
 
-            export_run(cfg, model_cfg, params, state.trainable, tokenizer, run_dir / "export")
+            trainable = to_host(state.trainable)  # a collective: every process takes part
+            if is_primary():
+                export_run(cfg, model_cfg, params, trainable, tokenizer, run_dir / "export")
         results["wall_seconds"] = time.perf_counter() - t_start
         (run_dir / "results.json").write_text(json.dumps(results, indent=1))
         return results
