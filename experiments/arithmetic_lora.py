@@ -23,7 +23,7 @@ REWARD = ('{"name": "aggregate", "components": {'
           '"strict": {"name": "math_answer", "mode": "strict_line", "weight": 1.0}}}')
 
 CONFIG = TrainConfig(
-    data=DataConfig(task=TaskData(name="arithmetic", levels=("two_operand", "one_step"), num_train=2000, num_val=32, num_test=200,
+    data=DataConfig(task=TaskData(name="arithmetic", levels=("two_operand", "one_step"), num_train=2000, num_val=16, num_test=200,
                                   prompt=PromptStyle(system="You are a careful math assistant. Answer briefly."))),
     reward=REWARD,
     mode="lora",
@@ -31,11 +31,11 @@ CONFIG = TrainConfig(
     loss=GRPOLossConfig(),
     optimizer=OptimizerConfig(learning_rate=2e-4, warmup_steps=2, weight_decay=0.0),
     sampling=SamplingConfig(samples_per_prompt=8, temperature=0.8, max_new_tokens=64),
-    evaluation=EvalConfig(interval=10),
-    warm_start=WarmStartConfig(steps=10, num_demos=64, batch_size=16, learning_rate=1e-4),
+    evaluation=EvalConfig(interval=5),
+    warm_start=WarmStartConfig(steps=3, num_demos=64, batch_size=16, learning_rate=1e-4),
     batch_size=4,
     max_steps=200,
-    time_budget_s=20 * 60,
+    time_budget_s=23 * 60,
     out_dir="runs/arithmetic_lora",
 )
 

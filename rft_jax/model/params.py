@@ -93,6 +93,28 @@ def assemble_params(cfg: ModelConfig, top: dict[str, np.ndarray], layers: list[d
     return jax.tree.map(lambda x: jnp.asarray(x, dtype), params)
 
 
+def read_layers(cfg: ModelConfig, proj_name, norm_name, take, transform=None) -> list[dict[str, np.ndarray]]:
+    """Per-layer tensors in our layout from a checkpoint's naming scheme.
+
+    `proj_name(i, ours)` / `norm_name(i, ours)` give the checkpoint's tensor name (without the
+    `.weight`/`.bias` suffix); `take(name)` reads it as float32; `transform(ours, w_OxI)` may
+    rewrite a projection before it is transposed to [in, out].
+    """
+    layers = []
+    for i in range(cfg.num_layers):
+        layer = {}
+        for ours in PROJECTIONS:
+            w = take(f"{proj_name(i, ours)}.weight")  # [out, in], as torch stores it
+            layer[f"{ours}.w"] = (transform(ours, w) if transform else w).T
+            if cfg.qkv_bias and ours in ("q", "k", "v"):
+                layer[f"{ours}.b"] = take(f"{proj_name(i, ours)}.bias")
+        norms = ("attn_norm", "mlp_norm") + (("q_norm", "k_norm") if cfg.qk_norm else ())
+        for ours in norms:
+            layer[ours] = take(f"{norm_name(i, ours)}.weight")
+        layers.append(layer)
+    return layers
+
+
 def init_params(cfg: ModelConfig, key: jax.Array, dtype=jnp.float32, std: float = 0.02) -> dict:
     """Random parameters (normal weights, unit norms) for tests and benchmarks."""
     shapes = layer_shapes(cfg)

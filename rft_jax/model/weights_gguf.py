@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rft_jax.model.config import ModelConfig, config_from_gguf
-from rft_jax.model.params import WeightsError, assemble_params
+from rft_jax.model.params import WeightsError, assemble_params, read_layers
 
 SUPPORTED_QUANT_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K")
 
@@ -83,24 +83,13 @@ def load_gguf_params(path: str | Path, cfg: ModelConfig | None = None, dtype=jnp
             raise WeightsError(f"{path}: missing tensor {name!r}")
         return _dequantize(tensors[name], path)
 
-    permute = cfg.architecture == "llama"
-    layers = []
-    for i in range(cfg.num_layers):
-        layer = {}
-        for ours, theirs in _GGUF_PROJ.items():
-            w = take(f"blk.{i}.{theirs}.weight")  # [out, in]
-            if permute and ours == "q":
-                w = _unpermute_qk(w, cfg.num_heads)
-            elif permute and ours == "k":
-                w = _unpermute_qk(w, cfg.num_kv_heads)
-            layer[f"{ours}.w"] = w.T
-            if cfg.qkv_bias and ours in ("q", "k", "v"):
-                layer[f"{ours}.b"] = take(f"blk.{i}.{theirs}.bias")
-        for ours, theirs in _GGUF_NORMS.items():
-            if ours in ("q_norm", "k_norm") and not cfg.qk_norm:
-                continue
-            layer[ours] = take(f"blk.{i}.{theirs}.weight")
-        layers.append(layer)
+    heads = {"q": cfg.num_heads, "k": cfg.num_kv_heads}
+
+    def unpermute(ours, w_OxI):
+        return _unpermute_qk(w_OxI, heads[ours]) if cfg.architecture == "llama" and ours in heads else w_OxI
+
+    layers = read_layers(cfg, lambda i, ours: f"blk.{i}.{_GGUF_PROJ[ours]}",
+                         lambda i, ours: f"blk.{i}.{_GGUF_NORMS[ours]}", take, unpermute)
     top = {"embed": take("token_embd.weight"), "final_norm": take("output_norm.weight")}
     if not cfg.tie_embeddings:
         top["unembed"] = take("output.weight").T

@@ -10,7 +10,7 @@ import numpy as np
 from safetensors import safe_open
 
 from rft_jax.model.config import ModelConfig, config_from_hf
-from rft_jax.model.params import PROJECTIONS, WeightsError, assemble_params
+from rft_jax.model.params import WeightsError, assemble_params, read_layers
 
 _HF_PROJ = {
     "q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
@@ -68,23 +68,11 @@ def load_hf_params(folder: str | Path, cfg: ModelConfig | None = None, dtype=jnp
             raise WeightsError(f"{folder}: missing tensor {name!r}")
         return np.asarray(raw[name], np.float32)
 
-    layers = []
-    for i in range(cfg.num_layers):
-        prefix = f"model.layers.{i}."
-        layer = {}
-        for ours, theirs in _HF_PROJ.items():
-            layer[f"{ours}.w"] = take(f"{prefix}{theirs}.weight").T
-            if cfg.qkv_bias and ours in ("q", "k", "v"):
-                layer[f"{ours}.b"] = take(f"{prefix}{theirs}.bias")
-        for ours, theirs in _HF_NORMS.items():
-            if ours in ("q_norm", "k_norm") and not cfg.qk_norm:
-                continue
-            layer[ours] = take(f"{prefix}{theirs}.weight")
-        layers.append(layer)
+    layers = read_layers(cfg, lambda i, ours: f"model.layers.{i}.{_HF_PROJ[ours]}",
+                         lambda i, ours: f"model.layers.{i}.{_HF_NORMS[ours]}", take)
     top = {"embed": take("model.embed_tokens.weight"), "final_norm": take("model.norm.weight")}
     if not cfg.tie_embeddings:
         top["unembed"] = take("lm_head.weight").T
-    assert set(PROJECTIONS) == set(_HF_PROJ)
     return cfg, assemble_params(cfg, top, layers, dtype, source=str(folder))
 
 

@@ -9,6 +9,7 @@ from rft_jax.data.tasks.prompt import PromptStyle
 from rft_jax.grpo import GRPOLossConfig, OptimizerConfig
 from rft_jax.model.lora import LoraConfig
 from rft_jax.model.registry import DEFAULT_MODEL
+from rft_jax.sampling.processors import SamplingParams
 from rft_jax.parallel.distributed import DistributedConfig
 from rft_jax.parallel.mesh import MeshConfig
 
@@ -62,6 +63,11 @@ class SamplingConfig:
     max_new_tokens: int = 64
     """Response budget; longer completions are truncated (and counted in response_length/clip_ratio)."""
     stop: tuple[str, ...] = ()
+
+    @property
+    def params(self) -> SamplingParams:
+        """What the sampler needs of these settings."""
+        return SamplingParams(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,7 +23,6 @@ from rft_jax.monitoring import MetricsWriter, plot_training_curves
 from rft_jax.parallel import (initialize_distributed, is_primary, jit_sharded_train_step, make_mesh, place,
                               step_shardings, to_host)
 from rft_jax.parallel.rollout import sample_and_score_sharded
-from rft_jax.sampling import SamplingParams
 from rft_jax.train import setup
 from rft_jax.train.config import TrainConfig
 from rft_jax.train.rollout import prompt_ids, rollout_metrics, sample_and_score, to_batch
@@ -105,7 +104,7 @@ def check_signal(cfg: TrainConfig, policy, state, model_cfg, tokenizer, scorer, 
     """Sampled groups on validation prompts: can the model ever succeed, do groups disagree?"""
     examples = val[: min(len(val), 2 * cfg.batch_size)]
     r = sample_and_score(key=key, examples=examples, scorer=scorer, cfg=model_cfg, tokenizer=tokenizer,
-                         sampling=SamplingParams(cfg.sampling.temperature, cfg.sampling.top_k, cfg.sampling.top_p),
+                         sampling=cfg.sampling.params,
                          num_samples=cfg.sampling.samples_per_prompt, max_new_tokens=cfg.sampling.max_new_tokens,
                          dtype=policy.dtype, stops=cfg.sampling.stop, **policy.sampler_args(state))
     zero_std = np.all(r.rewards_BxG == r.rewards_BxG[:, :1], axis=1)
@@ -199,7 +198,7 @@ def run(cfg: TrainConfig) -> dict:
                     "the model never earned a positive reward on sampled validation groups, so GRPO has no "
                     "signal. Raise the temperature, shape the reward (partial credit), add a warm start "
                     "(--warm-start.steps N), or pass --no-require-signal to go on anyway.")
-        sampling = SamplingParams(cfg.sampling.temperature, cfg.sampling.top_k, cfg.sampling.top_p)
+        sampling = cfg.sampling.params
         base_key = jax.random.key(cfg.seed)
         train_ids = prompt_ids(tokenizer, splits.train)
         with StopRequested() as stop:
