@@ -63,7 +63,9 @@ def test_parse_spec_forms(tmp_path):
 
 def test_every_registered_reward_builds():
     for name in REWARDS:
-        params = {"regex_format": {"pattern": "x"}, "remote": {"url": "http://127.0.0.1:9"}}.get(name, {})
+        params = {"regex_format": {"pattern": "x"}, "remote": {"url": "http://127.0.0.1:9"},
+                  "judge": {"rubric": "Is the answer helpful?", "base_url": "http://127.0.0.1:9/v1", "model": "m"},
+                  }.get(name, {})
         assert build_reward({"name": name, **params}).score_batch([], []) == []
 
 
