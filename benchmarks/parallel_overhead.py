@@ -1,6 +1,6 @@
 """Overhead of sharding: one GRPO step (LoRA and full) of a tiny model on 1, 2, 4 and 8 fake CPU devices.
 
-    python benchmarks/parallel_overhead.py   # 12 compiles + timings: ~3.5 min on a busy 2-core VM; writes RESULTS_parallel.md
+    python benchmarks/parallel_overhead.py   # 12 compiles + timings: ~3.5 min on a busy 2-core VM; writes RESULTS_parallel.md (merged by hand into RESULTS.md)
 
 Fake devices share the same cores, so no speed-up is expected: the figures show
 what the partitioned program and its collectives cost over the plain `jax.jit`
