@@ -42,4 +42,4 @@ CONFIG = TrainConfig(
 if __name__ == "__main__":
     from rft_jax.train.main import cli_with_default  # noqa: PLC0415
 
-    sys.exit(cli_with_default(CONFIG, sys.argv[1:]))
+    sys.exit(cli_with_default(CONFIG, sys.argv[1:], description=__doc__))

@@ -28,8 +28,8 @@ def load_experiment(path: str) -> TrainConfig:
     return config
 
 
-def cli(default: TrainConfig, argv: list[str]) -> TrainConfig:
-    return tyro.cli(TrainConfig, default=default, args=argv, description=__doc__)
+def cli(default: TrainConfig, argv: list[str], description: str | None = None) -> TrainConfig:
+    return tyro.cli(TrainConfig, default=default, args=argv, description=description or __doc__)
 
 
 def main(argv: list[str]) -> int:
@@ -41,9 +41,9 @@ def main(argv: list[str]) -> int:
     return cli_with_default(default, argv)
 
 
-def cli_with_default(default: TrainConfig, argv: list[str]) -> int:
+def cli_with_default(default: TrainConfig, argv: list[str], description: str | None = None) -> int:
     """Parses overrides of `default`, trains, prints the before/after table."""
-    cfg = cli(default, argv)
+    cfg = cli(default, argv, description)
     from rft_jax.train.loop import run  # noqa: PLC0415 (keeps --help fast)
     from rft_jax.train.report_table import print_before_after  # noqa: PLC0415
 
