@@ -28,12 +28,6 @@ class Rollout(NamedTuple):
     stopped_BxG: jax.Array  # bool: ended with an EOS (else hit the length limit)
 
 
-def _last_hidden(hidden_BxPxD, mask_BxP):
-    # Prompts are left-padded, so the last position is always the last real token.
-    del mask_BxP
-    return hidden_BxPxD[:, -1]
-
-
 @functools.partial(jax.jit, static_argnames=("cfg", "params_sampling", "num_samples", "max_new_tokens", "dtype",
                                              "eos_ids", "pad_id", "lora_scale"))
 def sample(params: dict, cfg: ModelConfig, prompt_BxP: jax.Array, prompt_mask_BxP: jax.Array, key: jax.Array, *,
@@ -43,7 +37,8 @@ def sample(params: dict, cfg: ModelConfig, prompt_BxP: jax.Array, prompt_mask_Bx
     b, g, c = prompt_BxP.shape[0], num_samples, max_new_tokens
     hidden, prefix_kv = sequence_forward(params, cfg, prompt_BxP, prompt_mask_BxP, lora=lora,
                                          lora_scale=lora_scale, dtype=dtype)
-    first_logits_BxV = logits(params, cfg, _last_hidden(hidden, prompt_mask_BxP), dtype)
+    # Prompts are left-padded, so the last position is always the last real token.
+    first_logits_BxV = logits(params, cfg, hidden[:, -1], dtype)
     key, sub = jax.random.split(key)
     first_logits = jnp.broadcast_to(first_logits_BxV[:, None], (b, g, cfg.vocab_size))
     tok0, lp0 = draw(sub, first_logits, params_sampling)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rft_jax.evaluation.evaluate import evaluate
-from rft_jax.grpo import make_schedule
+from rft_jax.grpo import make_schedule, zero_variance_groups
 from rft_jax.model.registry import resolve_compute_dtype
 from rft_jax.monitoring import MetricsWriter, plot_training_curves
 from rft_jax.parallel import (initialize_distributed, is_primary, jit_sharded_train_step, make_mesh, place,
@@ -107,7 +107,7 @@ def check_signal(cfg: TrainConfig, policy, state, model_cfg, tokenizer, scorer, 
                          sampling=cfg.sampling.params,
                          num_samples=cfg.sampling.samples_per_prompt, max_new_tokens=cfg.sampling.max_new_tokens,
                          dtype=policy.dtype, stops=cfg.sampling.stop, **policy.sampler_args(state))
-    zero_std = np.all(r.rewards_BxG == r.rewards_BxG[:, :1], axis=1)
+    zero_std = np.asarray(zero_variance_groups(jnp.asarray(r.rewards_BxG)))
     return {"baseline/sampled_reward_mean": float(r.rewards_BxG.mean()),
             "baseline/any_positive_share": float((r.rewards_BxG.max(1) > 0).mean()),
             "baseline/success_share": float((r.rewards_BxG >= cfg.evaluation.success_threshold).mean()),
@@ -224,7 +224,7 @@ def run(cfg: TrainConfig) -> dict:
                 update_metrics = {k: float(v) for k, v in update_metrics.items()}
                 t2 = time.perf_counter()
                 tokens = int(r.lengths_BxG.sum()) + int(r.prompt_mask_BxP.sum())
-                metrics = {**rollout_metrics(r, np.asarray(batch.advantages_BxG), cfg.sampling.max_new_tokens),
+                metrics = {**rollout_metrics(r, np.asarray(batch.advantages_BxG)),
                            **update_metrics, "actor/lr": lr,
                            "timing_s/generate": r.timing["generate"], "timing_s/reward": r.timing["reward"],
                            "timing_s/update": t2 - t1, "timing_s/step": t2 - t0,

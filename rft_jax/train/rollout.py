@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rft_jax.grpo import group_advantages, overlong_penalty
+from rft_jax.grpo import group_advantages, overlong_penalty, zero_variance_groups
 from rft_jax.model.config import ModelConfig
 from rft_jax.sampling import SamplingParams, decode_rollout, generate_ids
 from rft_jax.train.step import RolloutBatch
@@ -87,9 +87,9 @@ def to_batch(r: ScoredRollouts, *, advantage_mode: str, advantage_eps: float, ma
     return jax.tree.map(jnp.asarray, batch), rewards
 
 
-def rollout_metrics(r: ScoredRollouts, adv_BxG: np.ndarray, max_new_tokens: int) -> dict[str, float]:
+def rollout_metrics(r: ScoredRollouts, adv_BxG: np.ndarray) -> dict[str, float]:
     lengths = r.lengths_BxG.astype(np.float32)
-    zero_std = np.all(r.rewards_BxG == r.rewards_BxG[:, :1], axis=1)
+    zero_std = np.asarray(zero_variance_groups(jnp.asarray(r.rewards_BxG)))
     m = {
         "critic/rewards/mean": float(r.rewards_BxG.mean()),
         "critic/rewards/max": float(r.rewards_BxG.max()),
@@ -107,5 +107,4 @@ def rollout_metrics(r: ScoredRollouts, adv_BxG: np.ndarray, max_new_tokens: int)
     }
     for name, values in r.components.items():
         m[f"rewards/{name}/mean"] = float(np.nanmean(values)) if np.isfinite(values).any() else 0.0
-    del max_new_tokens
     return m
