@@ -3,6 +3,11 @@
 `rft-jax eval --model M [--adapter A] --data test.jsonl --reward R` prints the
 metrics, per-metadata-field breakdowns, and writes an eval JSON (the schema in
 docs/monitoring.md) that `rft-jax report` reads.
+
+`--checkpoint RUN` evaluates a run of `rft-jax train` or `rft-jax sft` from its
+orbax checkpoint (best, else latest; or one checkpoints/KIND/STEP folder) on the
+base model its config.json names, with LoRA merged as export does, so it scores
+exactly like the run's export/model.
 """
 
 from __future__ import annotations
@@ -106,8 +111,11 @@ def _format_ok(result) -> float:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="rft-jax eval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m-instruct", help="registry key, HF folder or .gguf")
+    parser.add_argument("--model", help="registry key, HF folder or .gguf (default: smollm2-135m-instruct; with "
+                        "--checkpoint: the model the run was trained from, which this overrides)")
     parser.add_argument("--adapter", help="PEFT LoRA folder to apply")
+    parser.add_argument("--checkpoint", help="run directory of `rft-jax train`/`rft-jax sft` (its best checkpoint, "
+                        "else its latest) or one RUN/checkpoints/{best,latest}/STEP folder")
     parser.add_argument("--data", required=True, help="RFT JSONL file")
     parser.add_argument("--reward", action="append", default=None,
                         help="reward spec (repeatable; the first is the main score). Default: math_answer")
@@ -117,18 +125,37 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", help="write the eval JSON here")
     parser.add_argument("--name", default="eval")
     args = parser.parse_args(argv)
+    if args.checkpoint and args.adapter:
+        parser.error("--checkpoint brings its own adapters; drop --adapter (or evaluate RUN/export/adapter "
+                     "with --model BASE --adapter instead of --checkpoint)")
 
     from rft_jax.data import load_dataset  # noqa: PLC0415
-    from rft_jax.model import load_model  # noqa: PLC0415
+    from rft_jax.model import DEFAULT_MODEL, load_model  # noqa: PLC0415
     from rft_jax.model.lora import load_peft_adapter  # noqa: PLC0415
+    from rft_jax.model.params import cast  # noqa: PLC0415
+    from rft_jax.model.registry import default_param_dtype  # noqa: PLC0415
     from rft_jax.model.tokenizer import load_tokenizer  # noqa: PLC0415
     from rft_jax.rewards import build_reward  # noqa: PLC0415
 
-    tokenizer = load_tokenizer(args.model)
+    source: dict = {}
+    if args.checkpoint:
+        from rft_jax.train.checkpoint import CheckpointError, restore_policy  # noqa: PLC0415
+
+        try:
+            policy = restore_policy(args.checkpoint, args.model)
+        except CheckpointError as err:
+            print(f"rft-jax eval: {err}", file=sys.stderr)
+            return 2
+        print(f"checkpoint: {policy.describe()}")
+        model, cfg, params = policy.model, policy.model_cfg, cast(policy.params, default_param_dtype())
+        source["checkpoint"] = str(policy.checkpoint.path)
+    else:
+        model = args.model or DEFAULT_MODEL
+        cfg, params = load_model(model)
+    tokenizer = load_tokenizer(model)
     examples = load_dataset(args.data, tokenizer=tokenizer)
     scorers = {spec if len(spec) < 40 else f"reward{i}": build_reward(spec)
                for i, spec in enumerate(args.reward or ["math_answer"])}
-    cfg, params = load_model(args.model)
     lora, scale = None, 1.0
     if args.adapter:
         lora, lora_cfg = load_peft_adapter(args.adapter, cfg)
@@ -144,6 +171,7 @@ def main(argv: list[str]) -> int:
         for value, m in groups.items():
             print(f"  {value:<14} " + "  ".join(f"{k}={v:.3f}" for k, v in m.items()))
     if args.out:
-        Path(args.out).write_text(json.dumps(result.to_json(args.name, model=args.model, dataset=args.data), indent=1))
+        doc = result.to_json(args.name, model=model, **source, dataset=args.data)
+        Path(args.out).write_text(json.dumps(doc, indent=1))
         print(f"wrote {args.out}", file=sys.stderr)
     return 0

@@ -60,3 +60,16 @@ def pack(tokenizer, pairs: list[tuple[list[int], str]], max_target_tokens: int):
         target[i, :len(t)] = t
         tmask[i, :len(t)] = True
     return prompt, pmask, target, tmask
+
+
+def pairs_from_examples(tokenizer, examples) -> list[tuple[list[int], str]]:
+    """(prompt ids, target text): each example's last assistant turn given the turns before it."""
+    pairs = []
+    for ex in examples:
+        last = max((i for i, m in enumerate(ex.messages) if m["role"] == "assistant"), default=None)
+        if last is None:
+            continue
+        content = ex.messages[last]["content"]
+        text = content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
+        pairs.append((tokenizer.apply_chat_template(ex.messages[:last], tools=ex.tools), text))
+    return pairs

@@ -1,30 +1,19 @@
 """`rft-jax sft`: supervised fine-tuning on the final assistant turn of each JSONL example.
 
-The result is exported like an RFT run (HF folder, and a PEFT adapter for LoRA),
-so `rft-jax train --config ... --model.name OUT/export/model` continues from it.
+The run directory is laid out like an RFT run's (config.json, checkpoints/,
+export/ with an HF folder and, for LoRA, a PEFT adapter), so
+`rft-jax train --config ... --init-from OUT` continues from it with RL and
+`rft-jax eval --checkpoint OUT` evaluates it.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-from pathlib import Path
+import sys
 
-import jax
-import jax.numpy as jnp
-
-
-def pairs_from_examples(tokenizer, examples) -> list[tuple[list[int], str]]:
-    pairs = []
-    for ex in examples:
-        last = max((i for i, m in enumerate(ex.messages) if m["role"] == "assistant"), default=None)
-        if last is None:
-            continue
-        content = ex.messages[last]["content"]
-        text = content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
-        pairs.append((tokenizer.apply_chat_template(ex.messages[:last], tools=ex.tools), text))
-    return pairs
+from rft_jax.model.lora import LoraConfig
+from rft_jax.sft.config import SFTConfig
+from rft_jax.train.config import ModelSpec
 
 
 def main(argv: list[str]) -> int:
@@ -41,33 +30,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/sft")
     args = parser.parse_args(argv)
+    cfg = SFTConfig(data=args.data, model=ModelSpec(name=args.model, compute_dtype="float32"), mode=args.mode,
+                    lora=LoraConfig(rank=args.rank, alpha=args.alpha), steps=args.steps, batch_size=args.batch_size,
+                    learning_rate=args.lr, seed=args.seed, out_dir=args.out)
 
-    from rft_jax.data import load_dataset  # noqa: PLC0415
-    from rft_jax.model import load_model  # noqa: PLC0415
-    from rft_jax.model.lora import LoraConfig, init_lora  # noqa: PLC0415
-    from rft_jax.model.tokenizer import load_tokenizer  # noqa: PLC0415
-    from rft_jax.sft.run import train_sft  # noqa: PLC0415
-    from rft_jax.sft.step import SFTSettings  # noqa: PLC0415
-    from rft_jax.train.export import export_run  # noqa: PLC0415
+    from rft_jax.sft.run import run_sft  # noqa: PLC0415 (keeps --help fast)
 
-    tokenizer = load_tokenizer(args.model)
-    pairs = pairs_from_examples(tokenizer, load_dataset(args.data, tokenizer=tokenizer))
-    if not pairs:
-        print(f"rft-jax sft: {args.data} has no example with an assistant turn to learn from")
+    try:
+        losses = run_sft(cfg)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"rft-jax sft: {err}", file=sys.stderr)
         return 2
-    cfg, params = load_model(args.model, dtype=jnp.float32)
-    lora_cfg = LoraConfig(rank=args.rank, alpha=args.alpha)
-    if args.mode == "lora":
-        trainable, frozen, scale = init_lora(cfg, lora_cfg, jax.random.key(args.seed)), params, lora_cfg.scale
-    else:
-        trainable, frozen, scale = params, None, None
-    trained, losses = train_sft(trainable, frozen, tokenizer, pairs, SFTSettings(cfg, scale), steps=args.steps,
-                                batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "sft_losses.json").write_text(json.dumps(losses))
-    run_cfg = dataclasses.make_dataclass("C", [("mode", str), ("lora", object), ("model", object)])(
-        args.mode, lora_cfg, dataclasses.make_dataclass("M", [("name", str)])(args.model))
-    export_run(run_cfg, cfg, params, trained, tokenizer, out / "export")
-    print(f"SFT loss {losses[0]:.3f} -> {losses[-1]:.3f} over {len(losses)} steps; exported to {out / 'export'}")
+    print(f"SFT loss {losses[0]:.3f} -> {losses[-1]:.3f} over {len(losses)} steps; run directory {cfg.out_dir}. "
+          f"Continue with RL: rft-jax train ... --init-from {cfg.out_dir}")
     return 0

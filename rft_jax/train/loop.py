@@ -128,12 +128,12 @@ def warm_start(cfg: TrainConfig, policy, state, frozen, optimizer, model_cfg, to
                               dtype=policy.dtype, **policy.sampler_args(state))
     settings = SFTSettings(model_cfg, cfg.lora.scale if cfg.mode == "lora" else None, str(policy.dtype),
                            remat=cfg.model.remat)
-    trainable, losses = train_sft(state.trainable, frozen, tokenizer, demos, settings, steps=ws.steps,
+    sft_state, losses = train_sft(state.trainable, frozen, tokenizer, demos, settings, steps=ws.steps,
                                   batch_size=ws.batch_size, learning_rate=ws.learning_rate, seed=cfg.seed,
                                   max_target_tokens=cfg.sampling.max_new_tokens)
     print(f"[rft-jax] warm start: {len(demos)} demonstrations, SFT loss {losses[0]:.3f} -> {losses[-1]:.3f} "
           f"in {time.perf_counter() - t0:.0f} s")
-    return TrainState(trainable, optimizer.init(trainable), jnp.int32(0))
+    return TrainState(sft_state.trainable, optimizer.init(sft_state.trainable), jnp.int32(0))
 
 
 def run(cfg: TrainConfig) -> dict:
