@@ -107,6 +107,12 @@ class TrainConfig:
     """GRPO reinforcement fine-tuning."""
 
     model: ModelSpec = ModelSpec()
+    init_from: str = ""
+    """Start from a checkpoint: an `rft-jax sft` or `rft-jax train` run directory (its best, else latest,
+    checkpoint) or one RUN/checkpoints/{best,latest}/STEP folder, trained from model.name. Its policy
+    becomes the starting policy AND the KL reference, as RLHF pipelines use the SFT model as reference.
+    LoRA checkpoints are merged into the base weights and a fresh adapter (B = 0, so step 0 is exactly
+    that policy) is trained on top; export/model is then the complete policy. Empty: start from model.name."""
     data: DataConfig = DataConfig()
     reward: str = "math_answer"
     """A registered reward name (rft_jax/rewards/registry.py) or `module:function`."""

@@ -136,15 +136,38 @@ def warm_start(cfg: TrainConfig, policy, state, frozen, optimizer, model_cfg, to
     return TrainState(sft_state.trainable, optimizer.init(sft_state.trainable), jnp.int32(0))
 
 
+def initial_params(cfg: TrainConfig, model_cfg, params: dict) -> dict:
+    """`init_from`: the checkpoint's policy as full params, which the run then treats as its base model.
+
+    So the frozen base (LoRA) or the reference copy (full) is that policy: the KL
+    reference is the initialised policy with no change to the step. LoRA-on-LoRA
+    merges the earlier adapter and trains a fresh one rather than continuing it,
+    because step.py's LoRA reference is the base with the adapter off (continuing
+    would make the reference the pre-SFT model) and the two runs' ranks may differ.
+    """
+    from rft_jax.train.checkpoint import checkpoint_params, find_checkpoint  # noqa: PLC0415
+
+    ref = find_checkpoint(cfg.init_from)
+    params = checkpoint_params(ref, cfg.model.name, model_cfg, params)
+    print(f"[rft-jax] policy and KL reference initialised from {ref.describe()}")
+    return params
+
+
 def run(cfg: TrainConfig) -> dict:
     """Trains; returns the before/after evaluation metrics."""
     t_start = time.perf_counter()
     initialize_distributed(**dataclasses.asdict(cfg.distributed))  # before anything touches a device
     mesh = make_mesh(cfg.mesh)
     run_dir = Path(cfg.out_dir)
+    if cfg.init_from:  # record the exact checkpoint: this run's own checkpoints are relative to it
+        from rft_jax.train.checkpoint import find_checkpoint  # noqa: PLC0415
+
+        cfg = dataclasses.replace(cfg, init_from=str(find_checkpoint(cfg.init_from).path))
     setup.write_run_config(cfg, run_dir)
     scorer = setup.build_scorer(cfg.reward)
     model_cfg, params, tokenizer = setup.load_policy(cfg)
+    if cfg.init_from:
+        params = initial_params(cfg, model_cfg, params)
     setup.check_lengths(cfg, model_cfg)
     splits = setup.load_splits(cfg, run_dir, tokenizer, scorer.needs_reference)
     steps = setup.total_steps(cfg, len(splits.train))
