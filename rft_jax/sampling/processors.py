@@ -52,11 +52,39 @@ def sampling_logprobs(logits_xV: jax.Array, params: SamplingParams) -> jax.Array
     return jax.nn.log_softmax(x, axis=-1)
 
 
+_BLOCK = 256
+
+
+def inverse_cdf_sample(key: jax.Array, logp_xV: jax.Array) -> jax.Array:
+    """One exact draw per row from exp(logp), with one uniform number per row.
+
+    `jax.random.categorical` draws a Gumbel number per vocabulary entry: on a
+    CPU, generating 64 x 49,152 threefry numbers took 300 ms per decode step,
+    longer than the model's forward. Inverting the CDF needs one uniform per
+    row; the CDF is taken in two levels (blocks of 256, then inside the chosen
+    block) so no cumulative sum runs over the whole vocabulary. A token with
+    zero probability (filtered by top-k/top-p/min-p) is never returned.
+    """
+    *lead, v = logp_xV.shape
+    logp_NxV = logp_xV.reshape(-1, v)
+    n, blocks = logp_NxV.shape[0], -(-v // _BLOCK)
+    p = jnp.pad(jnp.exp(logp_NxV.astype(jnp.float32)), ((0, 0), (0, blocks * _BLOCK - v)))
+    p_NxRxS = p.reshape(n, blocks, _BLOCK)
+    mass_NxR = p_NxRxS.sum(-1)
+    cum_NxR = jnp.cumsum(mass_NxR, -1)
+    u_N = jax.random.uniform(key, (n,), jnp.float32) * cum_NxR[:, -1]
+    # The first block whose cumulative mass exceeds u; it necessarily carries mass.
+    block_N = jnp.minimum(jnp.sum(cum_NxR <= u_N[:, None], -1), blocks - 1)
+    before_N = jnp.take_along_axis(cum_NxR - mass_NxR, block_N[:, None], -1)[:, 0]
+    inner_NxS = jnp.take_along_axis(p_NxRxS, block_N[:, None, None], 1)[:, 0]
+    within_N = jnp.sum(jnp.cumsum(inner_NxS, -1) <= (u_N - before_N)[:, None], -1)
+    # Rounding may push `within` past the block's last token with mass; clamp to it.
+    last_N = _BLOCK - 1 - jnp.argmax(inner_NxS[:, ::-1] > 0, -1)
+    return (block_N * _BLOCK + jnp.minimum(within_N, last_N)).reshape(lead)
+
+
 def draw(key: jax.Array, logits_xV: jax.Array, params: SamplingParams) -> tuple[jax.Array, jax.Array]:
     """(token ids, their log-probability under the sampling distribution)."""
     logp = sampling_logprobs(logits_xV, params)
-    if params.greedy:
-        tokens = jnp.argmax(logp, axis=-1)
-    else:
-        tokens = jax.random.categorical(key, logp, axis=-1)
+    tokens = jnp.argmax(logp, axis=-1) if params.greedy else inverse_cdf_sample(key, logp)
     return tokens, jnp.take_along_axis(logp, tokens[..., None], axis=-1)[..., 0]

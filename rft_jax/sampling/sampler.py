@@ -3,6 +3,9 @@
 The prompt's keys/values are computed once and shared by the G samples of its
 group (they are only read during decoding). The loop is a `lax.while_loop`
 that stops as soon as every sequence has produced an end-of-sequence token.
+Weights, adapters and caches enter the loop as per-layer lists (see
+`branch_decode_step`), so a decode step copies nothing but the new token's keys
+and values.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import jax
 import jax.numpy as jnp
 
 from rft_jax.model.config import ModelConfig
-from rft_jax.model.transformer import KV, branch_forward, logits, sequence_forward
+from rft_jax.model.transformer import (branch_decode_step, decode_layout, empty_decode_cache, logits,
+                                      sequence_forward, unstack_layers)
 from rft_jax.sampling.processors import SamplingParams, draw
 
 
@@ -44,11 +48,14 @@ def sample(params: dict, cfg: ModelConfig, prompt_BxP: jax.Array, prompt_mask_Bx
     tok0, lp0 = draw(sub, first_logits, params_sampling)
     eos = jnp.asarray(eos_ids, jnp.int32)
 
-    cache_shape = (cfg.num_layers, b, g, c, cfg.num_kv_heads, cfg.head_dim)
+    n_layers = cfg.num_layers
+    layers = unstack_layers(params["layers"], n_layers)
+    lora_layers = unstack_layers(None if lora is None else lora["layers"], n_layers)
+    prefix_layers = decode_layout(prefix_kv)
     state = dict(
         step=jnp.int32(0),
         key=key,
-        cache=KV(jnp.zeros(cache_shape, dtype), jnp.zeros(cache_shape, dtype)),
+        cache=empty_decode_cache(cfg, b, g, c, dtype),
         current=tok0.astype(jnp.int32),
         current_lp=lp0,
         tokens=jnp.full((b, g, c), pad_id, jnp.int32),
@@ -68,10 +75,8 @@ def sample(params: dict, cfg: ModelConfig, prompt_BxP: jax.Array, prompt_mask_Bx
         logprobs = jax.lax.dynamic_update_slice_in_dim(s["logprobs"], jnp.where(alive, s["current_lp"], 0.0)[..., None], t, axis=2)
         lengths = s["lengths"] + alive.astype(jnp.int32)
         done = s["done"] | jnp.isin(s["current"], eos)
-        h, new_kv = branch_forward(params, cfg, tok[..., None], prefix_kv, prompt_mask_BxP, q_offset=t,
-                                   branch_cache=s["cache"], lora=lora, lora_scale=lora_scale, dtype=dtype)
-        cache = KV(*(jax.lax.dynamic_update_slice_in_dim(full, new, t, axis=3)
-                     for full, new in zip(s["cache"], new_kv)))
+        h, cache = branch_decode_step(params, cfg, layers, lora_layers, tok[..., None], prefix_layers,
+                                      prompt_mask_BxP, t, s["cache"], lora_scale=lora_scale, dtype=dtype)
         key, sub = jax.random.split(s["key"])
         nxt, lp = draw(sub, logits(params, cfg, h[:, :, 0], dtype), params_sampling)
         return dict(step=t + 1, key=key, cache=cache, current=nxt.astype(jnp.int32), current_lp=lp,

@@ -3,8 +3,8 @@
 The cache holds one row per slot, k_LxSxTxJxK, and each slot is at its own
 position: a request that joins mid-flight sits next to one that is 500 tokens
 in. `branch_forward` shares one `q_offset` across its batch, so the decode step
-here is a per-slot variant of it, built from the same layer pieces (`_qkv`,
-`_mlp`, `rms_norm`, `apply_rope`, `dense`) so the numerics are the model's own.
+here is a per-slot variant of it, built from the same layer pieces (`qkv_projections`,
+`mlp_block`, `rms_norm`, `apply_rope`, `dense`) so the numerics are the model's own.
 
 Shapes are static for jit: the prompt bucket P, the number of leading slots
 decoded (`rows`, a power of two covering the highest busy slot) and the
@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from rft_jax.model.config import ModelConfig
 from rft_jax.model.layers import apply_rope, dense, rms_norm, rope_tables
 # Private layer pieces of the model, reused so a decode step computes exactly what a forward does.
-from rft_jax.model.transformer import KV, _layer_lora, _mlp, _qkv, _softmax_weights, logits, sequence_forward
+from rft_jax.model.transformer import KV, layer_lora, logits, masked_softmax, mlp_block, qkv_projections, sequence_forward
 from rft_jax.serving.slot_sampling import slot_draw, step_keys
 
 
@@ -49,7 +49,7 @@ def prefill_slots(params: dict, cfg: ModelConfig, cache: KV, tokens_BxP: jax.Arr
 
 def _decode_layer(cfg, dtype, lora_scale, positions_S, cos, sin, x_SxD, p, lora, k_SxWxJxK, v_SxWxJxK):
     h = rms_norm(x_SxD, p["attn_norm"], cfg.rms_norm_eps)
-    q, k, v = _qkv(cfg, p, lora, lora_scale, h, dtype)  # q [S, H, K], k/v [S, J, K]
+    q, k, v = qkv_projections(cfg, p, lora, lora_scale, h, dtype)  # q [S, H, K], k/v [S, J, K]
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     s, w = x_SxD.shape[0], k_SxWxJxK.shape[1]
     j, kd = cfg.num_kv_heads, cfg.head_dim
@@ -59,13 +59,13 @@ def _decode_layer(cfg, dtype, lora_scale, positions_S, cos, sin, x_SxD, p, lora,
     s_cache = jnp.einsum("sjqk,stjk->sjqt", q4, k_SxWxJxK, preferred_element_type=jnp.float32)
     s_self = jnp.einsum("sjqk,sjk->sjq", q4, k, preferred_element_type=jnp.float32)[..., None]
     mask_cache = jnp.broadcast_to((jnp.arange(w)[None, :] < positions_S[:, None])[:, None, None, :], s_cache.shape)
-    weights = _softmax_weights(jnp.concatenate([s_cache, s_self], -1) * kd**-0.5,
+    weights = masked_softmax(jnp.concatenate([s_cache, s_self], -1) * kd**-0.5,
                                jnp.concatenate([mask_cache, jnp.ones_like(s_self, bool)], -1)).astype(dtype)
     o = jnp.einsum("sjqt,stjk->sjqk", weights[..., :w], v_SxWxJxK, preferred_element_type=jnp.float32)
     o = o + weights[..., w:].astype(jnp.float32) * v[:, :, None, :].astype(jnp.float32)
     o = o.reshape(s, cfg.num_heads * kd)
-    x = x_SxD + dense(o, p["o"], _layer_lora(lora, "o"), lora_scale, dtype).astype(x_SxD.dtype)
-    x = x + _mlp(cfg, p, lora, lora_scale, x, dtype).astype(x.dtype)
+    x = x_SxD + dense(o, p["o"], layer_lora(lora, "o"), lora_scale, dtype).astype(x_SxD.dtype)
+    x = x + mlp_block(cfg, p, lora, lora_scale, x, dtype).astype(x.dtype)
     return x, KV(k, v)
 
 
