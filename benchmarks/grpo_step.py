@@ -61,7 +61,7 @@ def our_steps(mode: str, steps: int, cfg, params, tokenizer, examples, scorer, d
     else:
         trainable, frozen, scale = params, None, None
     state = TrainState(trainable, opt.init(trainable), jnp.int32(0))
-    step_fn = jit_train_step(opt, StepSettings(cfg, GRPOLossConfig(), scale, 1.0, dtype.name))
+    step_fn = jit_train_step(opt, StepSettings(cfg, GRPOLossConfig(), scale, 1.0, dtype.name, remat=False))
     sample_params = jax.tree.map(lambda x: x.astype(dtype), params)
     times, flops = [], []
     for i in range(steps):

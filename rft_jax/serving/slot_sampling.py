@@ -10,6 +10,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from rft_jax.sampling.processors import inverse_cdf_sample
+
 _NEG = -1e30
 
 
@@ -29,7 +31,8 @@ def slot_draw(keys_Sx2: jax.Array, logits_SxV: jax.Array, temperature_S: jax.Arr
     greedy_S = temperature_S <= 0.0
     x = x / jnp.where(greedy_S, 1.0, temperature_S)[:, None]
     x = jax.lax.cond(jnp.any(top_p_S < 1.0), top_p_filter, lambda v, _: v, x, top_p_S)
-    sampled = jax.vmap(jax.random.categorical)(keys_Sx2, x)
+    logp_SxV = jax.nn.log_softmax(x, axis=-1)
+    sampled = jax.vmap(lambda k, lp: inverse_cdf_sample(k, lp[None])[0])(keys_Sx2, logp_SxV)
     return jnp.where(greedy_S, jnp.argmax(logits_SxV, axis=-1), sampled).astype(jnp.int32)
 
 

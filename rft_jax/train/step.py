@@ -46,7 +46,7 @@ class StepSettings:
     temperature: float
     dtype: str = "bfloat16"
     microbatches: int = 1
-    remat: bool = True
+    remat: bool = False  # recompute each layer in the backward pass (memory for time)
     use_old_logp: bool = False  # mu > 1: ratio against the rollout's log-probs
     logprob_impl: str | None = None
 
