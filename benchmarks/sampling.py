@@ -5,7 +5,9 @@
 Both sample at temperature 1.0 (no top-k/top-p), exactly `new_tokens` tokens each (EOS
 ignored), from the same chat-templated arithmetic prompts, left-padded. torch uses
 the same number of threads as XLA's CPU client. Prints new tokens/s for each, the
-ratio, the matmul peak measured here, and the share of it our decode sustains.
+ratio, the matmul peak measured here, and the share of it our decode sustains (decode
+alone: the full run minus a run that stops after the prefill; 2 FLOPs per parameter
+per token, attention not counted).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def prompts(tokenizer, n: int) -> list[list[int]]:
 
 
 def time_ours(params, cfg, tokens, mask, new_tokens, dtype, repeats) -> tuple[float, float]:
-    """(median seconds, compile seconds) for sampling every prompt once."""
+    """(median seconds, compile seconds) for sampling `new_tokens` after every prompt once."""
     run = lambda k: sample(params, cfg, tokens, mask, jax.random.key(k), params_sampling=SamplingParams(1.0),  # noqa: E731
                            num_samples=1, max_new_tokens=new_tokens, eos_ids=(), pad_id=0, dtype=dtype)
     t = time.perf_counter()
@@ -51,6 +53,12 @@ def time_ours(params, cfg, tokens, mask, new_tokens, dtype, repeats) -> tuple[fl
         times.append(time.perf_counter() - t)
     assert int(out.lengths_BxG.min()) == new_tokens
     return statistics.median(times), compile_s
+
+
+def decode_seconds_per_step(total_s: float, params, cfg, tokens, mask, new_tokens, dtype, repeats) -> float:
+    """Decode alone: the full run minus a run that stops after the prefill's first token."""
+    prefill_s, _ = time_ours(params, cfg, tokens, mask, 1, dtype, repeats)
+    return max(total_s - prefill_s, 1e-9) / (new_tokens - 1)
 
 
 def time_hf(model, tokens, mask, new_tokens, repeats) -> float:
@@ -95,7 +103,8 @@ def main() -> None:
     flop_per_token = 2 * cfg.num_params
     print(f"machine: {threads} threads, matmul peak {peak:.0f} GFLOP/s ({dtype.name}); model {DEFAULT_MODEL}, "
           f"{cfg.num_params / 1e6:.1f}M params, decode {flop_per_token / 1e6:.0f} MFLOP/token")
-    print(f"{'batch':>5} {'ours tok/s':>11} {'HF tok/s':>9} {'ratio':>6} {'ours GFLOP/s':>13} {'of peak':>8} {'compile s':>9}")
+    print(f"{'batch':>5} {'ours tok/s':>11} {'HF tok/s':>9} {'ratio':>6} {'decode ms/step':>15} "
+          f"{'decode GFLOP/s':>15} {'of peak':>8} {'compile s':>9}")
     for b in (int(x) for x in args.batches.split(",")):
         ids = (prompts(tokenizer, b) * 2)[:b]
         tokens, mask = left_pad(ids, bucket(max(len(i) for i in ids)), tokenizer.pad_id, b)
@@ -103,9 +112,11 @@ def main() -> None:
                                       args.repeats)
         ours = b * args.new_tokens / ours_s
         hf_tps = b * args.new_tokens / time_hf(hf, tokens, mask, args.new_tokens, args.repeats) if hf else float("nan")
-        gflops = ours * flop_per_token / 1e9
-        print(f"{b:>5} {ours:>11.0f} {hf_tps:>9.0f} {ours / hf_tps:>6.2f} {gflops:>13.1f} {gflops / peak:>8.0%} "
-              f"{compile_s:>9.1f}", flush=True)
+        step_s = decode_seconds_per_step(ours_s, params, cfg, jnp.asarray(tokens), jnp.asarray(mask), args.new_tokens,
+                                         dtype, args.repeats)
+        gflops = b * flop_per_token / step_s / 1e9
+        print(f"{b:>5} {ours:>11.0f} {hf_tps:>9.0f} {ours / hf_tps:>6.2f} {step_s * 1e3:>15.0f} {gflops:>15.1f} "
+              f"{gflops / peak:>8.0%} {compile_s:>9.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
 from rft_jax.grpo import OptimizerConfig, make_optimizer
-from rft_jax.model import ModelConfig, init_params
+from rft_jax.model import KV, ModelConfig, init_params
 from rft_jax.model.lora import LoraConfig, init_lora
 from rft_jax.parallel import (MeshConfig, cache_sharding, lora_shardings, make_mesh, mesh_shape, param_shardings,
                               place, step_shardings)
+from rft_jax.parallel.rules import decode_kv_shardings
 from rft_jax.train.step import TrainState
 
 TINY = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -72,6 +74,16 @@ def test_dimensions_a_mesh_axis_does_not_divide_are_replicated_over_it(mesh):
     assert cache_sharding((2, 8, 4, 16, 2, 8), mesh).spec == P(None, ("data", "fsdp"), None, None, "tensor", None)
     assert cache_sharding((2, 2, 4, 16, 3, 8), mesh).spec == P(None, "data", None, None, None, None)
     assert cache_sharding((2, 8, 5, 2, 8), mesh).spec == P(None, ("data", "fsdp"), None, "tensor", None)
+
+
+def test_sampler_decode_layouts_follow_the_table(mesh):
+    # Per-layer branch cache k_RxJxKxS / v_RxJxSxK (R = B*G rows) and prompt k_BxJxKxP / v_BxJxPxK.
+    cache = [KV(np.zeros((16, 2, 8, 32)), np.zeros((16, 2, 32, 8)))]
+    (k, v), = decode_kv_shardings(cache, mesh, prefix=False)
+    assert k.spec == P(("data", "fsdp"), "tensor", None, None) and v.spec == P(("data", "fsdp"), "tensor", None, None)
+    prompt = [KV(np.zeros((8, 3, 8, 24)), np.zeros((8, 3, 24, 8)))]
+    (k, v), = decode_kv_shardings(prompt, mesh, prefix=True)
+    assert k.spec == P(("data", "fsdp"), None, None, None) == v.spec  # 3 KV heads do not split on tensor=2
 
 
 def test_mesh_shape_resolves_the_rest_and_refuses_mismatches():

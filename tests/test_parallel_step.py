@@ -22,7 +22,11 @@ LAYOUTS = {"dp2_fsdp2_tp2": MeshConfig(data=2, fsdp=2, tensor=2), "fsdp8": MeshC
 B, G, C, P = 8, 4, 8, 6
 # float32 with "highest" matmuls; sharded reductions only change the summation order.
 LOSS_TOL = dict(rtol=1e-5, atol=1e-6)
-PARAM_TOL = dict(rtol=1e-5, atol=2e-6)
+# Gradients (Adam's moments) match tightly. Adam then divides by sqrt(v): for a near-zero gradient the
+# summation-order noise moves the update by a visible fraction of lr (1e-2 here), so parameters get an
+# absolute tolerance of 1e-4, a hundredth of one Adam step.
+MOMENT_TOL = dict(rtol=1e-5, atol=2e-6)
+PARAM_TOL = dict(rtol=1e-5, atol=1e-4)
 
 
 def _prompts():
@@ -83,7 +87,7 @@ def test_sharded_step_matches_unsharded(setup, mode):
         np.testing.assert_allclose(losses, want_losses, **LOSS_TOL, err_msg=name)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), **PARAM_TOL,
                                                              err_msg=name), got.trainable, want.trainable)
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), **PARAM_TOL,
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), **MOMENT_TOL,
                                                              err_msg=name), got.opt_state, want.opt_state)
         # out_shardings keep the new state where the rules put the old one.
         assert jax.tree.leaves(got.trainable)[0].sharding.mesh.shape == make_mesh(layout).shape

@@ -25,7 +25,8 @@ from rft_jax.sampling.sampler import Rollout, sample
 from rft_jax.train.rollout import ScoredRollouts, prompt_ids
 
 NEW_TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512, 1024)  # as generate_ids
-STATIC = ("cfg", "params_sampling", "num_samples", "max_new_tokens", "dtype", "eos_ids", "pad_id", "lora_scale")
+STATIC = ("cfg", "params_sampling", "num_samples", "max_new_tokens", "dtype", "eos_ids", "pad_id", "lora_scale",
+          "mesh")
 
 
 @functools.lru_cache(maxsize=8)
@@ -45,7 +46,7 @@ def sample_global(mesh: Mesh, params: dict, cfg: ModelConfig, ids: list[list[int
     key = jax.random.wrap_key_data(place(jax.random.key_data(key), replicated(mesh)))
     out = replicated_sampler(mesh)(params, cfg, *prompts, key, params_sampling=sampling, num_samples=num_samples,
                                    max_new_tokens=bucket(max_new_tokens, NEW_TOKEN_BUCKETS), eos_ids=tuple(eos_ids),
-                                   pad_id=pad_id, lora=lora, lora_scale=lora_scale, dtype=dtype)
+                                   pad_id=pad_id, lora=lora, lora_scale=lora_scale, dtype=dtype, mesh=mesh)
     out = Rollout(*(np.asarray(x)[:n] for x in out))
     if out.tokens_BxGxC.shape[2] > max_new_tokens:  # the bucketed budget may exceed what was asked
         over = out.lengths_BxG > max_new_tokens

@@ -42,6 +42,10 @@ PROJECTION_AXES = {  # (in, out) of each projection
 }
 KV_CACHE_AXES = ("layers", "batch", "group", "cache", "kv_heads", "head_dim")  # k_LxBxGxSxJxK
 PREFIX_KV_AXES = ("layers", "batch", "length", "kv_heads", "head_dim")  # k_LxBxPxJxK
+# The sampler's per-layer decode layouts (rft_jax.model.transformer.decode_layout / empty_decode_cache);
+# cache rows are R = B*G, prompt-major, so splitting them splits the prompts.
+DECODE_PREFIX_AXES = {"k": ("batch", "kv_heads", "head_dim", "length"), "v": ("batch", "kv_heads", "length", "head_dim")}
+DECODE_CACHE_AXES = {"k": ("batch", "kv_heads", "head_dim", "cache"), "v": ("batch", "kv_heads", "cache", "head_dim")}
 
 
 def logical_spec(axes: tuple[str, ...], shape: tuple[int, ...], mesh: Mesh,
@@ -125,6 +129,13 @@ def cache_sharding(shape: tuple[int, ...], mesh: Mesh) -> NamedSharding:
     """The sampler's branch KV cache k_LxBxGxSxJxK (or a prompt's k_LxBxPxJxK)."""
     axes = KV_CACHE_AXES if len(shape) == len(KV_CACHE_AXES) else PREFIX_KV_AXES
     return NamedSharding(mesh, logical_spec(axes, tuple(shape), mesh))
+
+
+def decode_kv_shardings(kv_layers: list, mesh: Mesh, *, prefix: bool) -> list:
+    """Shardings of the sampler's per-layer prompt keys/values (`prefix`) or branch cache."""
+    axes = DECODE_PREFIX_AXES if prefix else DECODE_CACHE_AXES
+    return [type(kv)(*(NamedSharding(mesh, logical_spec(axes[name], np.shape(x), mesh))
+                       for name, x in zip(("k", "v"), kv))) for kv in kv_layers]
 
 
 def place(tree, shardings):

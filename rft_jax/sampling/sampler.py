@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
 from rft_jax.model.config import ModelConfig
 from rft_jax.model.transformer import (branch_decode_step, decode_layout, empty_decode_cache, logits,
@@ -32,12 +33,27 @@ class Rollout(NamedTuple):
     stopped_BxG: jax.Array  # bool: ended with an EOS (else hit the length limit)
 
 
+def _constrain_kv(kv_layers: list, mesh: Mesh | None, *, prefix: bool) -> list:
+    """Pins the decode KV layouts to the sharding table's layout on a mesh (no-op without one)."""
+    if mesh is None:
+        return kv_layers
+    from rft_jax.parallel.rules import decode_kv_shardings  # noqa: PLC0415  (rft_jax.parallel imports this module)
+
+    return jax.lax.with_sharding_constraint(kv_layers, decode_kv_shardings(kv_layers, mesh, prefix=prefix))
+
+
 @functools.partial(jax.jit, static_argnames=("cfg", "params_sampling", "num_samples", "max_new_tokens", "dtype",
-                                             "eos_ids", "pad_id", "lora_scale"))
+                                             "eos_ids", "pad_id", "lora_scale", "mesh"))
 def sample(params: dict, cfg: ModelConfig, prompt_BxP: jax.Array, prompt_mask_BxP: jax.Array, key: jax.Array, *,
            params_sampling: SamplingParams, num_samples: int, max_new_tokens: int, eos_ids: tuple[int, ...],
-           pad_id: int, lora: dict | None = None, lora_scale: float = 1.0, dtype=jnp.float32) -> Rollout:
-    """Samples `num_samples` continuations of each left-padded prompt."""
+           pad_id: int, lora: dict | None = None, lora_scale: float = 1.0, dtype=jnp.float32,
+           mesh: Mesh | None = None) -> Rollout:
+    """Samples `num_samples` continuations of each left-padded prompt.
+
+    With a `mesh`, the prompt keys/values and the branch cache are sharded by
+    the table in `rft_jax.parallel.rules` (prompts on the batch axes, KV heads
+    on `tensor`) rather than left to the compiler.
+    """
     b, g, c = prompt_BxP.shape[0], num_samples, max_new_tokens
     hidden, prefix_kv = sequence_forward(params, cfg, prompt_BxP, prompt_mask_BxP, lora=lora,
                                          lora_scale=lora_scale, dtype=dtype)
@@ -51,11 +67,11 @@ def sample(params: dict, cfg: ModelConfig, prompt_BxP: jax.Array, prompt_mask_Bx
     n_layers = cfg.num_layers
     layers = unstack_layers(params["layers"], n_layers)
     lora_layers = unstack_layers(None if lora is None else lora["layers"], n_layers)
-    prefix_layers = decode_layout(prefix_kv)
+    prefix_layers = _constrain_kv(decode_layout(prefix_kv), mesh, prefix=True)
     state = dict(
         step=jnp.int32(0),
         key=key,
-        cache=empty_decode_cache(cfg, b, g, c, dtype),
+        cache=_constrain_kv(empty_decode_cache(cfg, b, g, c, dtype), mesh, prefix=False),
         current=tok0.astype(jnp.int32),
         current_lp=lp0,
         tokens=jnp.full((b, g, c), pad_id, jnp.int32),
@@ -77,6 +93,7 @@ def sample(params: dict, cfg: ModelConfig, prompt_BxP: jax.Array, prompt_mask_Bx
         done = s["done"] | jnp.isin(s["current"], eos)
         h, cache = branch_decode_step(params, cfg, layers, lora_layers, tok[..., None], prefix_layers,
                                       prompt_mask_BxP, t, s["cache"], lora_scale=lora_scale, dtype=dtype)
+        cache = _constrain_kv(cache, mesh, prefix=False)
         key, sub = jax.random.split(s["key"])
         nxt, lp = draw(sub, logits(params, cfg, h[:, :, 0], dtype), params_sampling)
         return dict(step=t + 1, key=key, cache=cache, current=nxt.astype(jnp.int32), current_lp=lp,
