@@ -6,6 +6,11 @@ import os
 
 # Tests see 8 fake CPU devices (sharding tests); must be set before JAX starts.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# XLA:CPU runs the fake devices' collectives on one pool of max(cores, devices) threads, and a sharded
+# step can leave more than one collective per device waiting at once (one in the layer loop, one outside
+# it). With 8 threads (any machine with <= 8 cores) all can end up waiting, and the rendezvous aborts the
+# process after 40 s ("Termination timeout ... Fatal Python error: Aborted"). 32 leave 4 per device.
+os.environ.setdefault("PJRT_NPROC", str(max(32, os.cpu_count() or 1)))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

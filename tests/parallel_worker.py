@@ -2,6 +2,8 @@
 
     python tests/parallel_worker.py PROCESS_ID NUM_PROCESSES PORT OUT_DIR
 
+With NUM_PROCESSES=1 no cluster is formed (PORT is unused).
+
 Two GRPO steps of a tiny LoRA model: sample on the mesh, each process scores its
 share of the prompts, gather, update with the sharded step, save a checkpoint.
 """
