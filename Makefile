@@ -32,7 +32,7 @@ demo: setup
 	$(BIN)/python experiments/arithmetic_lora.py
 
 test: setup-test
-	$(BIN)/python -m pytest -m "not slow" --timeout=900 -q
+	$(BIN)/python -m pytest -m "not slow" --timeout=900 -q --durations=15
 
 test-slow: setup-test
 	$(BIN)/python -m pytest -m "slow" --timeout=3600 -q

@@ -12,7 +12,7 @@ EX = Example(id="add", messages=[{"role": "user", "content": "write add"}], refe
 
 
 def test_score_is_share_of_tests_passed_and_hostile_runs_are_contained():
-    scorer = build_reward({"name": "code_tests", "cpu_s": 2, "wall_s": 4, "per_test_s": 1.0, "max_workers": 2})
+    scorer = build_reward({"name": "code_tests", "cpu_s": 2, "wall_s": 10, "per_test_s": 1.0, "max_workers": 2})
     completions = [
         "Here you go:\n```python\ndef add(a, b):\n    return a + b\n```",
         "```python\ndef add(a, b):\n    return int(a) + int(b)\n```",       # fails the float and str tests

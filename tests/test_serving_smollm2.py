@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import jax
 import openai
+import pytest
 
 from rft_jax.sampling import SamplingParams, decode_rollout, generate_ids
 from rft_jax.serving import BackgroundServer, Engine, EngineConfig, make_app
 
 
+@pytest.mark.slow  # the same property is in the default suite on tiny models (test_serving_engine.py)
 def test_smollm2_served_greedy_matches_sampler(smollm2):
     cfg, params, tok = smollm2
     messages = [{"role": "user", "content": "What is the capital of France?"}]

@@ -95,8 +95,11 @@ def _steps_logged(out_dir: Path) -> list[int]:
 def test_killed_run_resumes_to_the_same_parameters(tiny_model, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": ""}
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    subprocess.run(_train_cmd(tiny_model, straight), check=True, env=env, cwd=ROOT, capture_output=True)
-
+    # The uninterrupted run goes on beside the one that gets killed (compile-bound, so two cores help).
+    log = tmp_path / "uninterrupted.log"
+    with open(log, "wb") as sink:
+        uninterrupted = subprocess.Popen(_train_cmd(tiny_model, straight), env=env, cwd=ROOT, stdout=sink,
+                                         stderr=subprocess.STDOUT)
     proc = subprocess.Popen(_train_cmd(tiny_model, killed), env=env, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     deadline = time.time() + 600
@@ -110,6 +113,7 @@ def test_killed_run_resumes_to_the_same_parameters(tiny_model, tmp_path):
     assert not (killed / "export").exists()
 
     subprocess.run(_train_cmd(tiny_model, killed, "--resume"), check=True, env=env, cwd=ROOT, capture_output=True)
+    assert uninterrupted.wait(timeout=600) == 0, log.read_text()[-2000:]
     a, b = _adapter(straight), _adapter(killed)
     assert a.keys() == b.keys()
     for name in a:
