@@ -5,13 +5,13 @@ Two entry points share every block:
 * `sequence_forward` runs ordinary (left-padded) sequences: the training forward
   and the prompt prefill. It also returns each layer's keys and values.
 * `branch_forward` runs G continuations of each prompt (a GRPO group) against
-  the prompt's keys/values computed once. With `branch_cache` it is the decode
-  step of the sampler; without it, it is the training forward of the
-  completions, so the prompt is run once per group in both sampling and
-  training (exact, not an approximation).
+  the prompt's keys/values computed once: the training forward of the
+  completions. `branch_decode_step` is the same math for the sampler's decode
+  loop, so the prompt is run once per group in both sampling and training
+  (exact, not an approximation).
 
 Layers are stacked on a leading axis and run with `lax.scan`, so compile time
-does not grow with depth.
+does not grow with depth; only the decode step runs per-layer lists (see there).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def masked_softmax(scores, mask):
     return jax.nn.softmax(scores, axis=-1)
 
 
-def sequence_layer(cfg, dtype, lora_scale, x_BxTxD, p, lora, cos, sin, mask_BxTxT):
+def _sequence_layer(cfg, dtype, lora_scale, x_BxTxD, p, lora, cos, sin, mask_BxTxT):
     h = rms_norm(x_BxTxD, p["attn_norm"], cfg.rms_norm_eps)
     q, k, v = qkv_projections(cfg, p, lora, lora_scale, h, dtype)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -119,7 +119,7 @@ def sequence_forward(params: dict, cfg: ModelConfig, tokens_BxT: jax.Array, mask
 
     def body(x, layer):
         p, lp = layer
-        return sequence_layer(cfg, dtype, lora_scale, x, p, lp, cos, sin, attn_mask)
+        return _sequence_layer(cfg, dtype, lora_scale, x, p, lp, cos, sin, attn_mask)
 
     if remat:
         body = jax.checkpoint(body)
@@ -127,8 +127,7 @@ def sequence_forward(params: dict, cfg: ModelConfig, tokens_BxT: jax.Array, mask
     return x, kv
 
 
-def branch_layer(cfg, dtype, lora_scale, q_offset, x_BxGxCxD, p, lora, cos, sin, prefix_kv, prefix_mask_BxP,
-                  branch_cache):
+def _branch_layer(cfg, dtype, lora_scale, x_BxGxCxD, p, lora, cos, sin, prefix_kv, prefix_mask_BxP):
     h = rms_norm(x_BxGxCxD, p["attn_norm"], cfg.rms_norm_eps)
     q, k, v = qkv_projections(cfg, p, lora, lora_scale, h, dtype)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -137,15 +136,10 @@ def branch_layer(cfg, dtype, lora_scale, q_offset, x_BxGxCxD, p, lora, cos, sin,
     k, v = k.astype(dtype), v.astype(dtype)
     q5 = q.reshape(b, g, c, j, cfg.num_heads // j, kd).astype(dtype)
     scale = kd**-0.5
-    # Keys: the shared prompt, then earlier cached branch tokens (decoding), then these C tokens (causal).
+    # Keys: the shared prompt, then these C tokens (causal).
     scores = [jnp.einsum("bgcjqk,bpjk->bgjqcp", q5, prefix_kv.k, preferred_element_type=jnp.float32)]
     masks = [jnp.broadcast_to(prefix_mask_BxP[:, None, None, None, None, :], scores[0].shape)]
     values = [("bgjqcp,bpjk->bgcjqk", prefix_kv.v)]
-    if branch_cache is not None:
-        s_cache = jnp.einsum("bgcjqk,bgsjk->bgjqcs", q5, branch_cache.k, preferred_element_type=jnp.float32)
-        scores.append(s_cache)
-        masks.append(jnp.broadcast_to(jnp.arange(branch_cache.k.shape[2]) < q_offset, s_cache.shape))
-        values.append(("bgjqcs,bgsjk->bgcjqk", branch_cache.v))
     s_new = jnp.einsum("bgcjqk,bgsjk->bgjqcs", q5, k, preferred_element_type=jnp.float32)
     scores.append(s_new)
     masks.append(jnp.broadcast_to(jnp.tril(jnp.ones((c, c), bool)), s_new.shape))
@@ -169,29 +163,21 @@ def _branch_rope(cfg, prefix_mask_BxP, q_offset, c):
 
 
 def branch_forward(params: dict, cfg: ModelConfig, tokens_BxGxC: jax.Array, prefix_kv: KV,
-                   prefix_mask_BxP: jax.Array, *, q_offset: jax.Array | int = 0, branch_cache: KV | None = None,
-                   lora: dict | None = None, lora_scale: float = 1.0, dtype=jnp.float32,
+                   prefix_mask_BxP: jax.Array, *, lora: dict | None = None, lora_scale: float = 1.0, dtype=jnp.float32,
                    remat: bool = False) -> tuple[jax.Array, KV]:
-    """Hidden states [B, G, C, D] of G continuations of each prompt, and their keys/values.
-
-    `q_offset` is the index of the first of these C tokens within the
-    continuation (the decode step). With `branch_cache` (k_LxBxGxSxJxK) the
-    tokens also attend to cache slots before `q_offset`; the cache is only
-    read here, and the caller writes the returned keys/values [L, B, G, C, J, K]
-    into it, once per step rather than once per layer.
-    """
+    """Hidden states [B, G, C, D] of G continuations of each prompt, and their keys/values [L, B, G, C, J, K]."""
     prefix_mask_BxP = prefix_mask_BxP.astype(bool)
-    cos, sin = _branch_rope(cfg, prefix_mask_BxP, q_offset, tokens_BxGxC.shape[2])
+    cos, sin = _branch_rope(cfg, prefix_mask_BxP, 0, tokens_BxGxC.shape[2])
     x = embed(params, tokens_BxGxC, jnp.float32)
     layer_lora = None if lora is None else lora["layers"]
 
     def body(x, layer):
-        p, lp, pkv, bkv = layer
-        return branch_layer(cfg, dtype, lora_scale, q_offset, x, p, lp, cos, sin, pkv, prefix_mask_BxP, bkv)
+        p, lp, pkv = layer
+        return _branch_layer(cfg, dtype, lora_scale, x, p, lp, cos, sin, pkv, prefix_mask_BxP)
 
     if remat:
         body = jax.checkpoint(body)
-    return jax.lax.scan(body, x, (params["layers"], layer_lora, prefix_kv, branch_cache))
+    return jax.lax.scan(body, x, (params["layers"], layer_lora, prefix_kv))
 
 
 def unstack_layers(stacked, num_layers: int) -> list:

@@ -2,7 +2,7 @@
 
 The cache holds one row per slot, k_LxSxTxJxK, and each slot is at its own
 position: a request that joins mid-flight sits next to one that is 500 tokens
-in. `branch_forward` shares one `q_offset` across its batch, so the decode step
+in. `branch_decode_step` shares one step index across its batch, so the decode step
 here is a per-slot variant of it, built from the same layer pieces (`qkv_projections`,
 `mlp_block`, `rms_norm`, `apply_rope`, `dense`) so the numerics are the model's own.
 

@@ -237,8 +237,10 @@ def restore_policy(path: str | Path, model: str | None = None) -> RestoredPolicy
     src = read_trained_from(ref.run_dir)
     name = model or src.model
     try:
-        model_cfg = load_config(name)
-        base = None if src.mode == "full" else load_model(name, dtype=jnp.float32)[1]
+        if src.mode == "full":  # the checkpoint holds every weight: the base's are not read
+            model_cfg, base = load_config(name), None
+        else:
+            model_cfg, base = load_model(name, dtype=jnp.float32)
     except FileNotFoundError as err:
         raise CheckpointError(f"{ref.describe()} was trained from {src.model!r}, which is not found here "
                               f"({err}); pass --model with its location") from err
