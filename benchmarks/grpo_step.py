@@ -24,12 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
 from benchmarks.matmul_peak import matmul_peak_gflops  # noqa: E402
 from rft_jax.data.tasks.arithmetic import generate_arithmetic  # noqa: E402
 from rft_jax.grpo import GRPOLossConfig, OptimizerConfig, make_optimizer  # noqa: E402
 from rft_jax.model import DEFAULT_MODEL, load_model  # noqa: E402
+from rft_jax.model.layers import storage_dtype  # noqa: E402
 from rft_jax.model.lora import LoraConfig, init_lora  # noqa: E402
 from rft_jax.model.registry import resolve_compute_dtype  # noqa: E402
 from rft_jax.model.tokenizer import load_tokenizer  # noqa: E402
@@ -62,20 +62,24 @@ def our_steps(mode: str, steps: int, cfg, params, tokenizer, examples, scorer, d
         trainable, frozen, scale = params, None, None
     state = TrainState(trainable, opt.init(trainable), jnp.int32(0))
     step_fn = jit_train_step(opt, StepSettings(cfg, GRPOLossConfig(), scale, 1.0, dtype.name, remat=False))
-    sample_params = jax.tree.map(lambda x: x.astype(dtype), params)
+    stored = storage_dtype(dtype)  # what the trainer hands the sampler (float32 on a CPU)
+    sample_params = jax.tree.map(lambda x: x.astype(stored), params)
     times, flops = [], []
     for i in range(steps):
         t = time.perf_counter()
-        sp = sample_params if mode == "lora" else jax.tree.map(lambda x: x.astype(dtype), state.trainable)
+        sp = sample_params if mode == "lora" else jax.tree.map(lambda x: x.astype(stored), state.trainable)
         r = sample_and_score(sp, cfg, tokenizer, scorer, examples, jax.random.key(i), sampling=SamplingParams(1.0),
                              num_samples=GROUP, max_new_tokens=NEW_TOKENS, lora=state.trainable if mode == "lora" else None,
                              lora_scale=scale or 1.0, dtype=dtype)
         batch, _ = to_batch(r, advantage_mode="grpo", advantage_eps=1e-6, max_new_tokens=NEW_TOKENS)
+        t_update = time.perf_counter()
         state, metrics = step_fn(state, frozen, None, batch)
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t)
         flops.append(step_flops(cfg, int(r.prompt_mask_BxP.sum()), int(r.lengths_BxG.sum()), mode == "lora"))
-        print(f"  ours {mode} step {i}: {times[-1]:.1f} s (generate {r.timing['generate']:.1f} s)", flush=True)
+        print(f"  ours {mode} step {i}: {times[-1]:.1f} s (generate {r.timing['generate']:.1f} s, reward "
+              f"{r.timing['reward']:.2f} s, update {time.perf_counter() - t_update:.1f} s; prompts "
+              f"{batch.prompt_BxP.shape}, completions {batch.completion_BxGxC.shape})", flush=True)
     steady = times[1:] or times
     return statistics.median(steady), statistics.median(flops[1:] or flops)
 

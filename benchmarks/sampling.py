@@ -1,13 +1,17 @@
 """Sampling throughput: our KV-cached sampler vs transformers `generate`, same process, same machine.
 
-    python benchmarks/sampling.py [--batches 64,8] [--new-tokens 64] [--repeats 2]
+    python benchmarks/sampling.py [--batches 64,8] [--new-tokens 64] [--repeats 2] [--hf-dtypes float32,bfloat16]
 
 Both sample at temperature 1.0 (no top-k/top-p), exactly `new_tokens` tokens each (EOS
-ignored), from the same chat-templated arithmetic prompts, left-padded. torch uses
-the same number of threads as XLA's CPU client. Prints new tokens/s for each, the
-ratio, the matmul peak measured here, and the share of it our decode sustains (decode
-alone: the full run minus a run that stops after the prefill; 2 FLOPs per parameter
-per token, attention not counted).
+ignored), from the same chat-templated arithmetic prompts. transformers gets them
+left-padded to the longest, as its tokenizer would pad them; ours get what
+`generate_ids` gives the sampler (the shared start once, the rests bucketed).
+transformers runs in float32 (its default for this GGUF, the setting of
+../shared/PEERS.md) and in bfloat16; torch uses the same number of threads as XLA's
+CPU client. Prints new tokens/s for each, the ratios, the matmul peak measured here
+in our compute dtype, and the share of it our decode sustains (decode alone: the
+full run minus a run that stops after the prefill; 2 FLOPs per parameter per token,
+attention not counted).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from rft_jax.model import DEFAULT_MODEL, load_model, resolve_model_path  # noqa:
 from rft_jax.model.registry import resolve_compute_dtype  # noqa: E402
 from rft_jax.model.tokenizer import load_tokenizer  # noqa: E402
 from rft_jax.sampling import SamplingParams, sample  # noqa: E402
-from rft_jax.sampling.generate import bucket, left_pad  # noqa: E402
+from rft_jax.sampling.generate import sampler_prompts  # noqa: E402
 
 
 def prompts(tokenizer, n: int) -> list[list[int]]:
@@ -39,10 +43,12 @@ def prompts(tokenizer, n: int) -> list[list[int]]:
     return [tokenizer.apply_chat_template(ex.prompt_messages) for ex in examples]
 
 
-def time_ours(params, cfg, tokens, mask, new_tokens, dtype, repeats) -> tuple[float, float]:
+def time_ours(params, cfg, prompts, new_tokens, dtype, repeats) -> tuple[float, float]:
     """(median seconds, compile seconds) for sampling `new_tokens` after every prompt once."""
+    tokens, mask, shared = sampler_prompts(prompts, 0, len(prompts))
     run = lambda k: sample(params, cfg, tokens, mask, jax.random.key(k), params_sampling=SamplingParams(1.0),  # noqa: E731
-                           num_samples=1, max_new_tokens=new_tokens, eos_ids=(), pad_id=0, dtype=dtype)
+                           num_samples=1, max_new_tokens=new_tokens, eos_ids=(), pad_id=0, dtype=dtype,
+                           shared_1xS=shared)
     t = time.perf_counter()
     jax.block_until_ready(run(0))
     compile_s = time.perf_counter() - t
@@ -55,16 +61,19 @@ def time_ours(params, cfg, tokens, mask, new_tokens, dtype, repeats) -> tuple[fl
     return statistics.median(times), compile_s
 
 
-def decode_seconds_per_step(total_s: float, params, cfg, tokens, mask, new_tokens, dtype, repeats) -> float:
-    """Decode alone: the full run minus a run that stops after the prefill's first token."""
-    prefill_s, _ = time_ours(params, cfg, tokens, mask, 1, dtype, repeats)
-    return max(total_s - prefill_s, 1e-9) / (new_tokens - 1)
+def decode_seconds_per_step(total_s: float, params, cfg, prompts, new_tokens, dtype, repeats) -> tuple[float, float]:
+    """(decode seconds per step, prefill seconds): the full run minus a run that stops after the first token."""
+    prefill_s, _ = time_ours(params, cfg, prompts, 1, dtype, repeats)
+    return max(total_s - prefill_s, 1e-9) / (new_tokens - 1), prefill_s
 
 
-def time_hf(model, tokens, mask, new_tokens, repeats) -> float:
+def time_hf(model, prompts, new_tokens, repeats) -> float:
     import torch  # noqa: PLC0415
 
-    ids, att = torch.tensor(np.asarray(tokens), dtype=torch.long), torch.tensor(np.asarray(mask), dtype=torch.long)
+    width = max(len(p) for p in prompts)
+    tokens = np.array([[0] * (width - len(p)) + p for p in prompts])
+    mask = np.array([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    ids, att = torch.tensor(tokens, dtype=torch.long), torch.tensor(mask, dtype=torch.long)
     kw = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, use_cache=True, max_new_tokens=new_tokens,
               min_new_tokens=new_tokens, pad_token_id=0)
     with torch.no_grad():
@@ -84,6 +93,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--no-hf", action="store_true", help="skip transformers (no torch installed)")
+    parser.add_argument("--hf-dtypes", default="float32,bfloat16", help="transformers runs (float32 = PEERS.md)")
     args = parser.parse_args()
 
     threads = os.cpu_count() or 1
@@ -91,31 +101,33 @@ def main() -> None:
     cfg, params = load_model(DEFAULT_MODEL, dtype=dtype)
     tokenizer = load_tokenizer(DEFAULT_MODEL)
     peak = matmul_peak_gflops(dtype)
-    hf = None
+    hf = {}
     if not args.no_hf:
         import torch  # noqa: PLC0415
         import transformers  # noqa: PLC0415
 
         torch.set_num_threads(threads)
         path = resolve_model_path(DEFAULT_MODEL)
-        hf = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                                               dtype=torch.float32).eval()
+        for name in args.hf_dtypes.split(","):
+            hf[name] = transformers.AutoModelForCausalLM.from_pretrained(
+                str(path.parent), gguf_file=path.name, dtype=torch.float32).eval().to(getattr(torch, name))
     flop_per_token = 2 * cfg.num_params
     print(f"machine: {threads} threads, matmul peak {peak:.0f} GFLOP/s ({dtype.name}); model {DEFAULT_MODEL}, "
-          f"{cfg.num_params / 1e6:.1f}M params, decode {flop_per_token / 1e6:.0f} MFLOP/token")
-    print(f"{'batch':>5} {'ours tok/s':>11} {'HF tok/s':>9} {'ratio':>6} {'decode ms/step':>15} "
+          f"{cfg.num_params / 1e6:.1f}M params, decode {flop_per_token / 1e6:.0f} MFLOP/token; ours in {dtype.name}")
+    hf_cols = "".join(f" {'HF ' + n[:4] + ' tok/s':>14} {'ratio':>6}" for n in hf)
+    print(f"{'batch':>5} {'ours tok/s':>11}{hf_cols} {'prefill s':>9} {'decode ms/step':>15} "
           f"{'decode GFLOP/s':>15} {'of peak':>8} {'compile s':>9}")
     for b in (int(x) for x in args.batches.split(",")):
         ids = (prompts(tokenizer, b) * 2)[:b]
-        tokens, mask = left_pad(ids, bucket(max(len(i) for i in ids)), tokenizer.pad_id, b)
-        ours_s, compile_s = time_ours(params, cfg, jnp.asarray(tokens), jnp.asarray(mask), args.new_tokens, dtype,
-                                      args.repeats)
+        ours_s, compile_s = time_ours(params, cfg, ids, args.new_tokens, dtype, args.repeats)
         ours = b * args.new_tokens / ours_s
-        hf_tps = b * args.new_tokens / time_hf(hf, tokens, mask, args.new_tokens, args.repeats) if hf else float("nan")
-        step_s = decode_seconds_per_step(ours_s, params, cfg, jnp.asarray(tokens), jnp.asarray(mask), args.new_tokens,
-                                         dtype, args.repeats)
+        hf_row = ""
+        for model in hf.values():
+            hf_tps = b * args.new_tokens / time_hf(model, ids, args.new_tokens, args.repeats)
+            hf_row += f" {hf_tps:>14.0f} {ours / hf_tps:>6.2f}"
+        step_s, prefill_s = decode_seconds_per_step(ours_s, params, cfg, ids, args.new_tokens, dtype, args.repeats)
         gflops = b * flop_per_token / step_s / 1e9
-        print(f"{b:>5} {ours:>11.0f} {hf_tps:>9.0f} {ours / hf_tps:>6.2f} {step_s * 1e3:>15.0f} {gflops:>15.1f} "
+        print(f"{b:>5} {ours:>11.0f}{hf_row} {prefill_s:>9.2f} {step_s * 1e3:>15.0f} {gflops:>15.1f} "
               f"{gflops / peak:>8.0%} {compile_s:>9.1f}", flush=True)
 
 

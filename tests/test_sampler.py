@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +12,8 @@ import pytest
 from rft_jax.model import ModelConfig, init_params, logits, sequence_forward
 from rft_jax.model.lora import LoraConfig, init_lora, merge_lora
 from rft_jax.sampling import SamplingParams, sample
+from rft_jax.sampling.generate import generate_ids
+from rft_jax.sampling.prefill import split_shared_prefix
 from rft_jax.sampling.processors import inverse_cdf_sample, sampling_logprobs
 
 TINY = ModelConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -59,6 +63,55 @@ def test_cached_logprobs_equal_full_forward(num_samples):
             completion = np.asarray(out.tokens_BxGxC[b, g])
             expected = _full_forward_logprobs(PARAMS, tokens[b], mask[b], completion)
             np.testing.assert_allclose(np.asarray(out.logprobs_BxGxC[b, g]), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", [dict(tie_embeddings=False), dict(qkv_bias=True), dict(qk_norm=True)])
+def test_cached_logprobs_equal_full_forward_for_each_architecture(variant):
+    """Untied head, Qwen2's q/k/v bias and Qwen3's q/k norm go through the fused decode weights too."""
+    cfg = dataclasses.replace(TINY, **variant)
+    params = init_params(cfg, jax.random.key(1), std=0.3)
+    tokens, mask = _prompts()
+    out = sample(params, cfg, tokens, mask, jax.random.key(2), params_sampling=SamplingParams(1.0), num_samples=2,
+                 max_new_tokens=10, eos_ids=(), pad_id=0)
+    fwd = jax.jit(lambda seq, m: jax.nn.log_softmax(logits(params, cfg, sequence_forward(params, cfg, seq, m)[0]), -1))
+    for b in range(2):
+        for g in range(2):
+            completion = np.asarray(out.tokens_BxGxC[b, g])
+            seq = np.concatenate([np.asarray(tokens[b]), completion])[None]
+            m = np.concatenate([np.asarray(mask[b]), np.ones(10, bool)])[None]
+            logp = np.asarray(fwd(jnp.asarray(seq), jnp.asarray(m))[0])[7:17]
+            np.testing.assert_allclose(np.asarray(out.logprobs_BxGxC[b, g]), logp[np.arange(10), completion], atol=1e-5)
+
+
+def test_shared_prefix_is_found_rounded_and_leaves_every_prompt_a_token():
+    common = list(range(100, 140))  # 40 shared tokens
+    assert split_shared_prefix([common + [1, 2], common + [3]]) == 32
+    assert split_shared_prefix([common + [1, 2], common + [3]], multiple=8) == 40
+    assert split_shared_prefix([common, common + [5]], multiple=1) == 39  # the shorter keeps its last token
+    assert split_shared_prefix([[1, 2, 3], [4, 2, 3]], multiple=1) == 0
+
+
+@pytest.mark.parametrize("num_samples", [1, 3])
+def test_shared_prefix_prefill_samples_what_whole_prompts_sample(num_samples):
+    """Prompts that share 37 tokens: the shared part is run once (generate_ids does this), and the
+    recorded log-probs still equal a full forward over each whole prompt + completion."""
+    rng = np.random.default_rng(0)
+    common = list(rng.integers(3, 300, 37))
+    prompts = [common + list(rng.integers(3, 300, n)) for n in (3, 11, 6)]
+    assert split_shared_prefix(prompts) == 32
+    out, ptoks, pmask = generate_ids(PARAMS, TINY, prompts, jax.random.key(7), sampling=SamplingParams(1.0),
+                                     num_samples=num_samples, max_new_tokens=9, eos_ids=(), pad_id=0)
+    for b in range(3):
+        for g in range(num_samples):
+            completion = np.asarray(out.tokens_BxGxC[b, g])
+            expected = _full_forward_logprobs(PARAMS, ptoks[b], pmask[b], completion)
+            np.testing.assert_allclose(np.asarray(out.logprobs_BxGxC[b, g]), expected, atol=1e-5)
+    greedy, _, _ = generate_ids(PARAMS, TINY, prompts, jax.random.key(7), sampling=SamplingParams(0.0),
+                                num_samples=1, max_new_tokens=9, eos_ids=(), pad_id=0)
+    for b in range(3):
+        alone, _, _ = generate_ids(PARAMS, TINY, [prompts[b]], jax.random.key(7), sampling=SamplingParams(0.0),
+                                   num_samples=1, max_new_tokens=9, eos_ids=(), pad_id=0)
+        np.testing.assert_array_equal(greedy.tokens_BxGxC[b], alone.tokens_BxGxC[0])
 
 
 def test_same_key_same_tokens_and_samples_differ_within_a_group():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rft_jax.grpo import GRPOLossConfig, OptimizerConfig, group_advantages, make_optimizer
-from rft_jax.model import ModelConfig, init_params, logits, sequence_forward
+from rft_jax.model import ModelConfig, init_params, sequence_forward
 from rft_jax.model.lora import LoraConfig, init_lora, load_peft_adapter, merge_lora, save_peft_adapter
 from rft_jax.sampling import SamplingParams, sample
 from rft_jax.train.step import RolloutBatch, StepSettings, TrainState, batch_loss, jit_train_step

@@ -45,19 +45,21 @@ def _vocab_loop(body, carry, vocab_size: int, block: int):
 
 
 def _logits_block(hidden_NxD, unembed_DxV, start, size, temperature):
-    """float32 logits of columns [start, start + size), temperature applied."""
-    w_DxC = lax.dynamic_slice_in_dim(unembed_DxV, start, size, axis=1)
+    """float32 logits of columns [start, start + size), temperature applied, multiplied in the hidden
+    states' dtype. The unembedding may be stored wider (float32 on a CPU, where XLA converts a whole
+    bf16 array to slice it); each block is cast after slicing."""
+    w_DxC = lax.dynamic_slice_in_dim(unembed_DxV, start, size, axis=1).astype(hidden_NxD.dtype)
     z_NxC = jnp.dot(hidden_NxD, w_DxC, preferred_element_type=jnp.float32)
     return z_NxC * (1.0 / temperature), w_DxC
 
 
-def _target_columns(unembed_DxV, targets_N):
-    """W[:, t] per token as [N, D]; ids outside [0, V) give zeros."""
-    return jnp.take(unembed_DxV, targets_N, axis=1, mode="fill", fill_value=0).T
+def _target_columns(unembed_DxV, targets_N, dtype):
+    """W[:, t] per token as [N, D], rounded to the matmul dtype like the blocks; ids outside [0, V) give zeros."""
+    return jnp.take(unembed_DxV, targets_N, axis=1, mode="fill", fill_value=0).T.astype(dtype)
 
 
 def _target_logit(hidden_NxD, unembed_DxV, targets_N, temperature):
-    w_NxD = _target_columns(unembed_DxV, targets_N)
+    w_NxD = _target_columns(unembed_DxV, targets_N, hidden_NxD.dtype)
     prod = hidden_NxD.astype(jnp.float32) * w_NxD.astype(jnp.float32)
     return jnp.sum(prod, axis=-1) * (1.0 / temperature)
 
@@ -78,20 +80,22 @@ def _forward(hidden_NxD, unembed_DxV, targets_N, temperature, blocks):
 def _backward(hidden_NxD, unembed_DxV, targets_N, lse_N, entropy_N, g_lp_N,
               g_ent_N, temperature, blocks):
     """Returns (d hidden, d unembed) in the input dtypes."""
-    compute_dtype = jnp.result_type(hidden_NxD.dtype, unembed_DxV.dtype)
+    compute_dtype = hidden_NxD.dtype
     mean_z_N = lse_N - entropy_N
     g_lp_N = g_lp_N.astype(jnp.float32)
     g_ent_N = g_ent_N.astype(jnp.float32)
     inv_t = 1.0 / temperature
+    # The same blocks as rows [C, D], so d hidden is a plain [N, C] @ [C, D] product: with the
+    # transposed [D, C] block, XLA's CPU backend ran that product in float32.
+    unembed_VxD = unembed_DxV.T
 
     def body(carry, start, size):
         dh_NxD, dw_DxV = carry
-        z_NxC, w_DxC = _logits_block(hidden_NxD, unembed_DxV, start, size,
-                                     temperature)
+        z_NxC, _ = _logits_block(hidden_NxD, unembed_DxV, start, size, temperature)
         dz_NxC = tile_math.softmax_grad(z_NxC, lse_N, mean_z_N, g_lp_N * inv_t, g_ent_N * inv_t)
         dz_NxC = dz_NxC.astype(compute_dtype)
-        dh_NxD = dh_NxD + jnp.dot(dz_NxC, w_DxC.T,
-                                  preferred_element_type=jnp.float32)
+        w_CxD = lax.dynamic_slice_in_dim(unembed_VxD, start, size, axis=0).astype(compute_dtype)
+        dh_NxD = dh_NxD + jnp.dot(dz_NxC, w_CxD, preferred_element_type=jnp.float32)
         dw_DxC = jnp.dot(hidden_NxD.T, dz_NxC, preferred_element_type=jnp.float32)
         dw_DxV = lax.dynamic_update_slice_in_dim(
             dw_DxV, dw_DxC.astype(dw_DxV.dtype), start, axis=1)
@@ -102,7 +106,7 @@ def _backward(hidden_NxD, unembed_DxV, targets_N, lse_N, entropy_N, g_lp_N,
     dh_NxD, dw_DxV = _vocab_loop(body, init, unembed_DxV.shape[1], blocks.vocab)
     # The one-hot term g_lp * onehot_t / T: one column of W per token, both ways.
     g_t_N = g_lp_N * inv_t
-    dh_NxD = dh_NxD + g_t_N[:, None] * _target_columns(unembed_DxV, targets_N).astype(jnp.float32)
+    dh_NxD = dh_NxD + g_t_N[:, None] * _target_columns(unembed_DxV, targets_N, compute_dtype).astype(jnp.float32)
     dw_target_DxN = (hidden_NxD.astype(jnp.float32) * g_t_N[:, None]).T
     dw_DxV = dw_DxV.at[:, targets_N].add(dw_target_DxN.astype(dw_DxV.dtype), mode="drop")
     return dh_NxD.astype(hidden_NxD.dtype), dw_DxV

@@ -1,8 +1,9 @@
 """Host-side generation: chat prompts in, decoded completions out.
 
-Shapes are bucketed (prompt length, batch and new-token count rounded up to a
-few sizes) so that a training run compiles a handful of times, not every step.
-Stop strings are applied here after decoding; EOS ids stop sequences on device.
+Shapes are bucketed (shared-prefix length, prompt length, batch and new-token
+count rounded to a few sizes) so that a training run compiles a handful of
+times, not every step. Stop strings are applied here after decoding; EOS ids
+stop sequences on device.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rft_jax.model.config import ModelConfig
+from rft_jax.sampling.prefill import split_shared_prefix
 from rft_jax.sampling.processors import SamplingParams
 from rft_jax.sampling.sampler import Rollout, sample
 
@@ -47,6 +49,16 @@ def left_pad(prompts: list[list[int]], length: int, pad_id: int, rows: int) -> t
     return tokens, mask
 
 
+def sampler_prompts(prompts: list[list[int]], pad_id: int, rows: int) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    """`sample`'s prompt arguments: the start every prompt shares (run once; None if there is none worth
+    sharing) and each prompt's rest, left-padded to its own bucket."""
+    s = split_shared_prefix(prompts) if len(prompts) > 1 else 0
+    rest = [p[s:] for p in prompts]
+    rest_tokens, rest_mask = left_pad(rest, bucket(max(len(p) for p in rest)), pad_id, rows)
+    shared = jnp.asarray([prompts[0][:s]], jnp.int32) if s else None
+    return jnp.asarray(rest_tokens), jnp.asarray(rest_mask), shared
+
+
 @dataclasses.dataclass
 class Completion:
     """One decoded sample."""
@@ -67,13 +79,14 @@ def generate_ids(params: dict, cfg: ModelConfig, prompts: list[list[int]], key: 
                  pad_id: int, lora: dict | None = None, lora_scale: float = 1.0, dtype=jnp.float32,
                  ) -> tuple[Rollout, np.ndarray, np.ndarray]:
     """Runs the jitted sampler on bucketed shapes; returns the rollout trimmed to len(prompts) rows,
-    and the padded prompt tokens/mask actually used."""
-    length = bucket(max(len(p) for p in prompts))
+    and the whole prompts left-padded to a bucket (what a training step reads)."""
     rows = batch_bucket(len(prompts))
-    tokens, mask = left_pad(prompts, length, pad_id, rows)
-    out = sample(params, cfg, jnp.asarray(tokens), jnp.asarray(mask), key, params_sampling=sampling,
+    tokens, mask = left_pad(prompts, bucket(max(len(p) for p in prompts)), pad_id, rows)
+    rest_tokens, rest_mask, shared = sampler_prompts(prompts, pad_id, rows)
+    out = sample(params, cfg, rest_tokens, rest_mask, key, params_sampling=sampling,
                  num_samples=num_samples, max_new_tokens=bucket(max_new_tokens, (16, 32, 64, 128, 256, 512, 1024)),
-                 eos_ids=tuple(eos_ids), pad_id=pad_id, lora=lora, lora_scale=lora_scale, dtype=dtype)
+                 eos_ids=tuple(eos_ids), pad_id=pad_id, lora=lora, lora_scale=lora_scale, dtype=dtype,
+                 shared_1xS=shared)
     n = len(prompts)
     out = jax.tree.map(lambda x: np.asarray(x)[:n], out)
     # The bucketed token budget may exceed what was asked: cut back to max_new_tokens.

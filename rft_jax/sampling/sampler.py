@@ -1,11 +1,12 @@
 """The jitted KV-cached sampler: prefill each prompt once, decode G continuations.
 
 The prompt's keys/values are computed once and shared by the G samples of its
-group (they are only read during decoding). The loop is a `lax.while_loop`
-that stops as soon as every sequence has produced an end-of-sequence token.
-Weights, adapters and caches enter the loop as per-layer lists (see
-`branch_decode_step`), so a decode step copies nothing but the new token's keys
-and values.
+group (they are only read during decoding); the start all prompts share is run
+once for the whole batch (`prefill`). The loop is a `lax.while_loop` that stops
+as soon as every sequence has produced an end-of-sequence token. Weights
+(fused, LoRA merged) and caches enter the loop as per-layer lists (see
+`rft_jax.model.decode`), so a decode step copies nothing but the new token's
+keys and values.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from rft_jax.model.config import ModelConfig
-from rft_jax.model.transformer import (branch_decode_step, decode_layout, empty_decode_cache, logits,
-                                      sequence_forward, unstack_layers)
+from rft_jax.model.decode import (branch_decode_step, decode_layout, decode_logits, decode_rope, decode_weights,
+                                  empty_decode_cache)
+from rft_jax.sampling.prefill import prefill
 from rft_jax.sampling.processors import SamplingParams, draw
 
 
@@ -47,27 +49,27 @@ def _constrain_kv(kv_layers: list, mesh: Mesh | None, *, prefix: bool) -> list:
 def sample(params: dict, cfg: ModelConfig, prompt_BxP: jax.Array, prompt_mask_BxP: jax.Array, key: jax.Array, *,
            params_sampling: SamplingParams, num_samples: int, max_new_tokens: int, eos_ids: tuple[int, ...],
            pad_id: int, lora: dict | None = None, lora_scale: float = 1.0, dtype=jnp.float32,
-           mesh: Mesh | None = None) -> Rollout:
+           mesh: Mesh | None = None, shared_1xS: jax.Array | None = None) -> Rollout:
     """Samples `num_samples` continuations of each left-padded prompt.
 
-    With a `mesh`, the prompt keys/values and the branch cache are sharded by
-    the table in `rft_jax.parallel.rules` (prompts on the batch axes, KV heads
-    on `tensor`) rather than left to the compiler.
+    With `shared_1xS`, row b's prompt is `shared ++ prompt_b` and the shared
+    tokens are run once for the batch (`split_shared_prefix` finds them). With
+    a `mesh`, the prompt keys/values and the branch cache are sharded by the
+    table in `rft_jax.parallel.rules` (prompts on the batch axes, KV heads on
+    `tensor`) rather than left to the compiler.
     """
     b, g, c = prompt_BxP.shape[0], num_samples, max_new_tokens
-    hidden, prefix_kv = sequence_forward(params, cfg, prompt_BxP, prompt_mask_BxP, lora=lora,
-                                         lora_scale=lora_scale, dtype=dtype)
-    # Prompts are left-padded, so the last position is always the last real token.
-    first_logits_BxV = logits(params, cfg, hidden[:, -1], dtype)
+    last_BxD, prefix_kv, prefix_mask = prefill(params, cfg, prompt_BxP, prompt_mask_BxP, shared_1xS=shared_1xS,
+                                               lora=lora, lora_scale=lora_scale, dtype=dtype)
+    weights = decode_weights(params, cfg, lora, lora_scale, dtype)
+    first_logits_BxV = decode_logits(weights["head"], cfg, last_BxD, dtype)
     key, sub = jax.random.split(key)
     first_logits = jnp.broadcast_to(first_logits_BxV[:, None], (b, g, cfg.vocab_size))
     tok0, lp0 = draw(sub, first_logits, params_sampling)
     eos = jnp.asarray(eos_ids, jnp.int32)
 
-    n_layers = cfg.num_layers
-    layers = unstack_layers(params["layers"], n_layers)
-    lora_layers = unstack_layers(None if lora is None else lora["layers"], n_layers)
-    prefix_layers = _constrain_kv(decode_layout(prefix_kv), mesh, prefix=True)
+    prefix_layers = _constrain_kv(decode_layout(prefix_kv, dtype), mesh, prefix=True)
+    rope = decode_rope(cfg, prefix_mask, c)
     state = dict(
         step=jnp.int32(0),
         key=key,
@@ -91,11 +93,11 @@ def sample(params: dict, cfg: ModelConfig, prompt_BxP: jax.Array, prompt_mask_Bx
         logprobs = jax.lax.dynamic_update_slice_in_dim(s["logprobs"], jnp.where(alive, s["current_lp"], 0.0)[..., None], t, axis=2)
         lengths = s["lengths"] + alive.astype(jnp.int32)
         done = s["done"] | jnp.isin(s["current"], eos)
-        h, cache = branch_decode_step(params, cfg, layers, lora_layers, tok[..., None], prefix_layers,
-                                      prompt_mask_BxP, t, s["cache"], lora_scale=lora_scale, dtype=dtype)
+        h, cache = branch_decode_step(weights, cfg, tok, prefix_layers, prefix_mask, t, s["cache"], rope,
+                                      dtype=dtype)
         cache = _constrain_kv(cache, mesh, prefix=False)
         key, sub = jax.random.split(s["key"])
-        nxt, lp = draw(sub, logits(params, cfg, h[:, :, 0], dtype), params_sampling)
+        nxt, lp = draw(sub, decode_logits(weights["head"], cfg, h, dtype).reshape(b, g, -1), params_sampling)
         return dict(step=t + 1, key=key, cache=cache, current=nxt.astype(jnp.int32), current_lp=lp,
                     tokens=tokens, logprobs=logprobs, done=done, lengths=lengths)
 

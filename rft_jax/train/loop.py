@@ -18,6 +18,7 @@ import numpy as np
 
 from rft_jax.evaluation.evaluate import evaluate
 from rft_jax.grpo import make_schedule, zero_variance_groups
+from rft_jax.model.layers import storage_dtype
 from rft_jax.model.registry import resolve_compute_dtype
 from rft_jax.monitoring import MetricsWriter, plot_training_curves
 from rft_jax.parallel import (initialize_distributed, is_primary, jit_sharded_train_step, make_mesh, place,
@@ -68,13 +69,15 @@ class Policy:
 
     def __init__(self, cfg: TrainConfig, model_cfg, frozen_or_none, compute_dtype):
         self.cfg, self.model_cfg, self.dtype = cfg, model_cfg, compute_dtype
-        # LoRA: the base never changes, so its low-precision copy is made once.
-        self.base = None if frozen_or_none is None else jax.tree.map(lambda x: x.astype(compute_dtype), frozen_or_none)
+        # LoRA: the base never changes, so its copy in the storage dtype (bf16 on accelerators) is made once.
+        self.base = None if frozen_or_none is None else jax.tree.map(lambda x: x.astype(storage_dtype(compute_dtype)),
+                                                                      frozen_or_none)
 
     def sampler_args(self, state: TrainState) -> dict:
         if self.cfg.mode == "lora":
             return dict(params=self.base, lora=state.trainable, lora_scale=self.cfg.lora.scale)
-        return dict(params=jax.tree.map(lambda x: x.astype(self.dtype), state.trainable), lora=None, lora_scale=1.0)
+        stored = storage_dtype(self.dtype)
+        return dict(params=jax.tree.map(lambda x: x.astype(stored), state.trainable), lora=None, lora_scale=1.0)
 
 
 def eval_scorers(cfg: TrainConfig, main_scorer) -> dict:

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from kernels.fused_logprob.api import token_logprobs_and_entropy
 from rft_jax.model.config import ModelConfig
-from rft_jax.model.layers import rms_norm
+from rft_jax.model.layers import rms_norm, storage_dtype
 from rft_jax.model.transformer import branch_forward, sequence_forward, unembed_matrix
 
 
@@ -33,6 +33,6 @@ def completion_logprobs(params: dict, cfg: ModelConfig, prompt_BxP: jax.Array, p
     normed = rms_norm(hidden_BxGxCxD, params["final_norm"], cfg.rms_norm_eps)
     n = b * g * c
     logp_N, entropy_N = token_logprobs_and_entropy(
-        normed.reshape(n, cfg.hidden_size).astype(dtype), unembed_matrix(params).astype(dtype),
+        normed.reshape(n, cfg.hidden_size).astype(dtype), unembed_matrix(params).astype(storage_dtype(dtype)),
         completion_BxGxC.reshape(n), temperature=temperature, implementation=implementation)
     return logp_N.reshape(b, g, c), entropy_N.reshape(b, g, c)
