@@ -11,6 +11,8 @@ from rft_jax.grpo import GRPOLossConfig, OptimizerConfig, group_advantages, make
 from rft_jax.model import ModelConfig, init_params, sequence_forward
 from rft_jax.model.lora import LoraConfig, init_lora, load_peft_adapter, merge_lora, save_peft_adapter
 from rft_jax.sampling import SamplingParams, sample
+from rft_jax.train.policy import completion_logprobs
+from rft_jax.train.rollout import ScoredRollouts, short_completion_len, to_batch
 from rft_jax.train.step import RolloutBatch, StepSettings, TrainState, batch_loss, jit_train_step
 
 TINY = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -106,3 +108,36 @@ def test_tiny_model_learns_to_emit_a_token(mode):
         state, _ = step(state, frozen, None, batch)
     start, end = np.mean(history[:3]), np.mean(history[-3:])
     assert end > start + 0.3, f"reward {start:.3f} -> {end:.3f}"
+
+
+def test_shorter_half_of_the_completions_trains_on_a_narrower_bucket():
+    """Running the shorter half of the completions at its own width, each row against its own prompt, gives
+    the same log-probs, loss and gradient as running every row at the full width."""
+    params = init_params(TINY, jax.random.key(0), std=0.2)
+    lora = jax.tree.map(lambda a: a + 0.05, init_lora(TINY, LoraConfig(rank=2), jax.random.key(1)))
+    rng = np.random.default_rng(3)
+    b, g, c = 2, 4, 32
+    lengths = np.array([[3, 30, 5, 32], [32, 9, 14, 2]])
+    tokens = rng.integers(3, 64, (b, g, c)).astype(np.int32)
+    mask = np.arange(c)[None, None] < lengths[..., None]
+    r = ScoredRollouts(np.asarray(_tokens((b, 5), seed=2)), np.ones((b, 5), bool).copy(), np.where(mask, tokens, 0),
+                       mask, np.where(mask, -1.0, 0.0).astype(np.float32), lengths, lengths == c,
+                       [[""] * g] * b, rng.random((b, g)).astype(np.float32), {}, np.zeros((b, g), bool), {})
+    r.prompt_mask_BxP[1, :2] = False
+    batch, _ = to_batch(r, advantage_mode="grpo", advantage_eps=1e-6, max_new_tokens=c)
+    short = short_completion_len(batch)
+    assert short == 16  # the four shorter completions end within 9 tokens
+    assert short_completion_len(batch, microbatches=2) == 16 and short_completion_len(batch._replace(
+        completion_mask_BxGxC=jnp.ones((b, g, c), bool))) is None
+    s = StepSettings(TINY, GRPOLossConfig(beta=0.0), lora_scale=1.0, temperature=1.0, dtype="float32", remat=False)
+    whole = jax.value_and_grad(lambda tr: batch_loss(tr, params, None, batch, s)[0])(lora)
+    split = jax.value_and_grad(lambda tr: batch_loss(tr, params, None, batch, s, short)[0])(lora)
+    np.testing.assert_allclose(split[0], whole[0], rtol=1e-5)
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6), split[1], whole[1])
+    kw = dict(lora=lora, dtype=jnp.float32, remat=False, completion_mask_BxGxC=batch.completion_mask_BxGxC)
+    full = completion_logprobs(params, TINY, batch.prompt_BxP, batch.prompt_mask_BxP, batch.completion_BxGxC, **kw)
+    part = completion_logprobs(params, TINY, batch.prompt_BxP, batch.prompt_mask_BxP, batch.completion_BxGxC,
+                               short_completion=short, **kw)
+    m = np.asarray(batch.completion_mask_BxGxC)
+    for x, y in zip(part, full):
+        np.testing.assert_allclose(np.where(m, x, 0), np.where(m, y, 0), atol=1e-5)

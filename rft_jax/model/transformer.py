@@ -133,29 +133,39 @@ def sequence_forward(params: dict, cfg: ModelConfig, tokens_BxT: jax.Array, mask
     return x, kv
 
 
+def _branch_attention(cfg, dtype, q_BxGxCxHxK, k_BxGxCxJxK, v_BxGxCxJxK, prefix_kv, prefix_mask_BxP):
+    """Each continuation token attends over its prompt (shared by the G branches) and, causally, its own branch.
+
+    One softmax over both parts as two partial ones (a shared max, summed
+    denominators), with the scores kept in the layouts their matmuls produce:
+    concatenating [prompt | branch] scores and slicing the weights back apart
+    copied the largest arrays of the layer several times in each pass.
+    """
+    b, g, c = q_BxGxCxHxK.shape[:3]
+    j, kd = cfg.num_kv_heads, cfg.head_dim
+    q6 = q_BxGxCxHxK.reshape(b, g, c, j, cfg.num_heads // j, kd) * kd**-0.5
+    s_prefix = mixed_einsum("bgcjqk,bpjk->bjgcqp", q6, prefix_kv.k, dtype)
+    s_prefix = s_prefix + jnp.where(prefix_mask_BxP, 0.0, _MASKED)[:, None, None, None, None, :]
+    s_own = mixed_einsum("bgcjqk,bgsjk->bgjcqs", q6, k_BxGxCxJxK, dtype)
+    s_own = s_own + jnp.where(jnp.tril(jnp.ones((c, c), bool)), 0.0, _MASKED)[:, None, :]
+    # The max only shifts the exponent (the softmax does not depend on it), so no gradient flows through it.
+    m_own = jnp.maximum(s_prefix.max(-1).transpose(0, 2, 1, 3, 4), s_own.max(-1))  # [B, G, J, C, Q]
+    m_own = jax.lax.stop_gradient(m_own)
+    e_prefix = jnp.exp(s_prefix - m_own.transpose(0, 2, 1, 3, 4)[..., None])
+    e_own = jnp.exp(s_own - m_own[..., None])
+    denominator = e_prefix.sum(-1).transpose(0, 2, 1, 3, 4) + e_own.sum(-1)  # [B, G, J, C, Q]
+    o_prefix = mixed_einsum("bjgcqp,bpjk->bgjcqk", e_prefix, prefix_kv.v, dtype)
+    o_own = mixed_einsum("bgjcqs,bgsjk->bgjcqk", e_own, v_BxGxCxJxK, dtype)
+    o = (o_prefix + o_own) / denominator[..., None]  # [B, G, J, C, Q, K]
+    return o.transpose(0, 1, 3, 2, 4, 5).reshape(b, g, c, cfg.num_heads * kd)
+
+
 def _branch_layer(cfg, dtype, lora_scale, x_BxGxCxD, p, lora, cos, sin, prefix_kv, prefix_mask_BxP):
     h = rms_norm(x_BxGxCxD, p["attn_norm"], cfg.rms_norm_eps)
     q, k, v = qkv_projections(cfg, p, lora, lora_scale, h, dtype)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-    b, g, c = q.shape[:3]
-    j, kd = cfg.num_kv_heads, cfg.head_dim
-    q5 = q.reshape(b, g, c, j, cfg.num_heads // j, kd)
-    scale = kd**-0.5
-    # Keys: the shared prompt, then these C tokens (causal).
-    prefix_k, prefix_v = prefix_kv.k, prefix_kv.v
-    scores = [mixed_einsum("bgcjqk,bpjk->bgjqcp", q5, prefix_k, dtype)]
-    masks = [jnp.broadcast_to(prefix_mask_BxP[:, None, None, None, None, :], scores[0].shape)]
-    values = [("bgjqcp,bpjk->bgcjqk", prefix_v)]
-    s_new = mixed_einsum("bgcjqk,bgsjk->bgjqcs", q5, k, dtype)
-    scores.append(s_new)
-    masks.append(jnp.broadcast_to(jnp.tril(jnp.ones((c, c), bool)), s_new.shape))
-    values.append(("bgjqcs,bgsjk->bgcjqk", v))
-    w = masked_softmax(jnp.concatenate(scores, -1) * scale, jnp.concatenate(masks, -1))
-    o, start = 0.0, 0
-    for (spec, val), sc in zip(values, scores):
-        o = o + mixed_einsum(spec, w[..., start:start + sc.shape[-1]], val, dtype)
-        start += sc.shape[-1]
-    o = o.reshape(b, g, c, cfg.num_heads * kd)
+    k, v = k.astype(dtype), v.astype(dtype)  # what the cache stores and the decode step attends to
+    o = _branch_attention(cfg, dtype, q, k, v, prefix_kv, prefix_mask_BxP)
     x = x_BxGxCxD + dense(o, p["o"], layer_lora(lora, "o"), lora_scale, dtype).astype(x_BxGxCxD.dtype)
     x = x + mlp_block(cfg, p, lora, lora_scale, x, dtype).astype(x.dtype)
     return x, _stored_kv(k, v, dtype)

@@ -41,8 +41,9 @@ def step_shardings(mesh: Mesh, optimizer: optax.GradientTransformation, state: T
 
 def jit_sharded_train_step(optimizer: optax.GradientTransformation, settings: StepSettings, sh: StepShardings):
     """`train_step` with its inputs and outputs pinned to `sh` and the state's buffers reused for the new state."""
-    def step(state, frozen, reference, batch):
-        return train_step(state, frozen, reference, batch, optimizer, settings)
+    def step(state, frozen, reference, batch, short_completion=None):
+        return train_step(state, frozen, reference, batch, optimizer, settings, short_completion)
 
     return jax.jit(step, in_shardings=(sh.state, sh.frozen, sh.reference, sh.batch),
-                   out_shardings=(sh.state, replicated(sh.mesh)), donate_argnums=(0,))
+                   out_shardings=(sh.state, replicated(sh.mesh)), donate_argnums=(0,),
+                   static_argnames=("short_completion",))

@@ -26,7 +26,7 @@ from rft_jax.parallel import (initialize_distributed, is_primary, jit_sharded_tr
 from rft_jax.parallel.rollout import sample_and_score_sharded
 from rft_jax.train import setup
 from rft_jax.train.config import TrainConfig
-from rft_jax.train.rollout import prompt_ids, rollout_metrics, sample_and_score, to_batch
+from rft_jax.train.rollout import prompt_ids, rollout_metrics, sample_and_score, short_completion_len, to_batch
 from rft_jax.train.step import StepSettings, TrainState
 
 
@@ -242,11 +242,12 @@ def run(cfg: TrainConfig) -> dict:
                                     max_new_tokens=cfg.sampling.max_new_tokens,
                                     overlong_buffer_len=cfg.loss.overlong_buffer_len,
                                     overlong_factor=cfg.loss.overlong_penalty_factor)
+                short = short_completion_len(batch, cfg.optimizer.grad_accum_steps)
                 batch = place(batch, sh.batch)
                 t1 = time.perf_counter()
                 lr = float(schedule(int(state.step)))
                 for _ in range(cfg.ppo_epochs):
-                    state, update_metrics = step_fn(state, frozen, reference, batch)
+                    state, update_metrics = step_fn(state, frozen, reference, batch, short_completion=short)
                 update_metrics = {k: float(v) for k, v in update_metrics.items()}
                 t2 = time.perf_counter()
                 tokens = int(r.lengths_BxG.sum()) + int(r.prompt_mask_BxP.sum())

@@ -14,25 +14,55 @@ import jax.numpy as jnp
 from kernels.fused_logprob.api import token_logprobs_and_entropy
 from rft_jax.model.config import ModelConfig
 from rft_jax.model.layers import rms_norm, storage_dtype
-from rft_jax.model.transformer import branch_forward, sequence_forward, unembed_matrix
+from rft_jax.model.transformer import KV, branch_forward, sequence_forward, unembed_matrix
 
 
 def completion_logprobs(params: dict, cfg: ModelConfig, prompt_BxP: jax.Array, prompt_mask_BxP: jax.Array,
                         completion_BxGxC: jax.Array, *, lora: dict | None = None, lora_scale: float = 1.0,
                         temperature: float = 1.0, dtype=jnp.float32, remat: bool = True,
-                        implementation: str | None = None) -> tuple[jax.Array, jax.Array]:
-    """(logp_BxGxC, entropy_BxGxC) of each completion token given the prompt and earlier tokens."""
+                        implementation: str | None = None, completion_mask_BxGxC: jax.Array | None = None,
+                        short_completion: int | None = None) -> tuple[jax.Array, jax.Array]:
+    """(logp_BxGxC, entropy_BxGxC) of each completion token given the prompt and earlier tokens.
+
+    `short_completion` (with the mask): the shorter half of the B*G completions
+    ends within that many tokens (`rft_jax.train.rollout.short_completion_len`).
+    The completions are then run as two row batches, each row against its own
+    prompt's keys/values: the shorter half that wide, the rest at the full
+    width; positions past a row's batch width get log-prob and entropy 0 (they
+    are padding).
+    """
     hidden_prompt, prefix_kv = sequence_forward(params, cfg, prompt_BxP, prompt_mask_BxP, lora=lora,
                                                 lora_scale=lora_scale, dtype=dtype, remat=remat)
     b, g, c = completion_BxGxC.shape
+    kw = dict(lora=lora, lora_scale=lora_scale, dtype=dtype, remat=remat)
     # Only the last prompt position predicts a completion token (the first one).
-    last_BxGx1xD = jnp.broadcast_to(hidden_prompt[:, -1][:, None, None], (b, g, 1, cfg.hidden_size))
-    hidden_branch, _ = branch_forward(params, cfg, completion_BxGxC[:, :, :-1], prefix_kv, prompt_mask_BxP,
-                                      lora=lora, lora_scale=lora_scale, dtype=dtype, remat=remat)
-    hidden_BxGxCxD = jnp.concatenate([last_BxGx1xD, hidden_branch], axis=2)
-    normed = rms_norm(hidden_BxGxCxD, params["final_norm"], cfg.rms_norm_eps)
-    n = b * g * c
+    last_BxD = hidden_prompt[:, -1]
+    if short_completion is None:
+        parts = [(completion_BxGxC, prefix_kv, prompt_mask_BxP, last_BxD)]
+    else:
+        rows_RxC = completion_BxGxC.reshape(b * g, c)
+        order_R = jnp.argsort(completion_mask_BxGxC.reshape(b * g, c).sum(-1), stable=True)
+        parts = []
+        for rows, width in ((order_R[:b * g // 2], short_completion), (order_R[b * g // 2:], c)):
+            prompt_of = rows // g  # each row is a "prompt" of one branch
+            kv = KV(prefix_kv.k[:, prompt_of], prefix_kv.v[:, prompt_of])
+            parts.append((rows_RxC[rows, :width][:, None], kv, prompt_mask_BxP[prompt_of], last_BxD[prompt_of]))
+    hidden, targets = [], []
+    for tokens_BxGxC, kv, mask, last in parts:
+        branch, _ = branch_forward(params, cfg, tokens_BxGxC[:, :, :-1], kv, mask, **kw)
+        first = jnp.broadcast_to(last[:, None, None], branch.shape[:2] + (1, cfg.hidden_size))
+        hidden.append(jnp.concatenate([first, branch], axis=2).reshape(-1, cfg.hidden_size))
+        targets.append(tokens_BxGxC.reshape(-1))
+    normed = rms_norm(jnp.concatenate(hidden), params["final_norm"], cfg.rms_norm_eps)
     logp_N, entropy_N = token_logprobs_and_entropy(
-        normed.reshape(n, cfg.hidden_size).astype(dtype), unembed_matrix(params).astype(storage_dtype(dtype)),
-        completion_BxGxC.reshape(n), temperature=temperature, implementation=implementation)
-    return logp_N.reshape(b, g, c), entropy_N.reshape(b, g, c)
+        normed.astype(dtype), unembed_matrix(params).astype(storage_dtype(dtype)), jnp.concatenate(targets),
+        temperature=temperature, implementation=implementation)
+    if short_completion is None:
+        return logp_N.reshape(b, g, c), entropy_N.reshape(b, g, c)
+    outs = []
+    for values in (logp_N, entropy_N):
+        n_short = b * g // 2 * short_completion
+        short = jnp.pad(values[:n_short].reshape(-1, short_completion), ((0, 0), (0, c - short_completion)))
+        by_sorted_row = jnp.concatenate([short, values[n_short:].reshape(-1, c)])
+        outs.append(jnp.zeros((b * g, c), values.dtype).at[order_R].set(by_sorted_row).reshape(b, g, c))
+    return outs[0], outs[1]

@@ -87,6 +87,20 @@ def to_batch(r: ScoredRollouts, *, advantage_mode: str, advantage_eps: float, ma
     return jax.tree.map(jnp.asarray, batch), rewards
 
 
+def short_completion_len(batch: RolloutBatch, microbatches: int = 1) -> int | None:
+    """The bucket that holds the shorter half of the completions of every micro-batch, or None when that
+    is the full width. Half of the completions usually end well before the longest one, and at the full
+    width their padding costs a whole forward and backward (see `completion_logprobs`)."""
+    mask = np.asarray(batch.completion_mask_BxGxC)
+    c = mask.shape[2]
+    lengths = mask.sum(-1).reshape(microbatches, -1)  # micro-batches split the prompts, as in the step
+    if lengths.shape[1] < 2:
+        return None
+    shorter_half = np.sort(lengths, axis=1)[:, lengths.shape[1] // 2 - 1]
+    short = completion_bucket(int(shorter_half.max()), c)
+    return short if short < c else None
+
+
 def rollout_metrics(r: ScoredRollouts, adv_BxG: np.ndarray) -> dict[str, float]:
     lengths = r.lengths_BxG.astype(np.float32)
     zero_std = np.asarray(zero_variance_groups(jnp.asarray(r.rewards_BxG)))

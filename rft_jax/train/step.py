@@ -56,20 +56,23 @@ def _split(trainable, frozen, lora_mode: bool):
 
 
 def batch_loss(trainable: dict, frozen: dict | None, reference: dict | None, batch: RolloutBatch,
-               s: StepSettings) -> tuple[jax.Array, dict]:
-    """GRPO loss of a (micro-)batch and its metrics."""
+               s: StepSettings, short_completion: int | None = None) -> tuple[jax.Array, dict]:
+    """GRPO loss of a (micro-)batch and its metrics. `short_completion`: the first half of each group's
+    rows ends within that many tokens (see `rft_jax.train.rollout.short_completion_len`)."""
     lora_mode = s.lora_scale is not None
     params, lora = _split(trainable, frozen, lora_mode)
     dtype = jnp.dtype(s.dtype)
     kw = dict(lora_scale=s.lora_scale or 1.0, temperature=s.temperature, dtype=dtype, remat=s.remat,
-              implementation=s.logprob_impl)
+              implementation=s.logprob_impl, short_completion=short_completion)
     logp, entropy = completion_logprobs(params, s.model, batch.prompt_BxP, batch.prompt_mask_BxP,
-                                        batch.completion_BxGxC, lora=lora, **kw)
+                                        batch.completion_BxGxC, lora=lora,
+                                        completion_mask_BxGxC=batch.completion_mask_BxGxC, **kw)
     ref_logp = None
     if s.loss.beta != 0.0:
         ref_params = frozen if lora_mode else reference
         ref_logp, _ = completion_logprobs(ref_params, s.model, batch.prompt_BxP, batch.prompt_mask_BxP,
-                                          batch.completion_BxGxC, lora=None, **kw)
+                                          batch.completion_BxGxC, lora=None,
+                                          completion_mask_BxGxC=batch.completion_mask_BxGxC, **kw)
         ref_logp = jax.lax.stop_gradient(ref_logp)
     old = batch.old_logp_BxGxC if s.use_old_logp else jax.lax.stop_gradient(logp)
     b, g, c = logp.shape
@@ -82,11 +85,13 @@ def batch_loss(trainable: dict, frozen: dict | None, reference: dict | None, bat
 
 
 def train_step(state: TrainState, frozen: dict | None, reference: dict | None, batch: RolloutBatch,
-               optimizer: optax.GradientTransformation, s: StepSettings) -> tuple[TrainState, dict]:
+               optimizer: optax.GradientTransformation, s: StepSettings,
+               short_completion: int | None = None) -> tuple[TrainState, dict]:
     """Gradient (accumulated over micro-batches of whole groups) and one optimizer update."""
 
     def grad_fn(trainable, mb):
-        (_, metrics), grads = jax.value_and_grad(batch_loss, has_aux=True)(trainable, frozen, reference, mb, s)
+        (_, metrics), grads = jax.value_and_grad(batch_loss, has_aux=True)(trainable, frozen, reference, mb, s,
+                                                                          short_completion)
         return grads, metrics
 
     if s.microbatches > 1:
@@ -100,6 +105,9 @@ def train_step(state: TrainState, frozen: dict | None, reference: dict | None, b
 
 
 def jit_train_step(optimizer: optax.GradientTransformation, s: StepSettings):
-    """`train_step` jitted with the state donated (its buffers are reused for the new state)."""
-    return jax.jit(lambda state, frozen, reference, batch: train_step(state, frozen, reference, batch, optimizer, s),
-                   donate_argnums=(0,))
+    """`train_step` jitted with the state donated (its buffers are reused for the new state); call it as
+    `step(state, frozen, reference, batch, short_completion=short_completion_len(batch))`."""
+    def step(state, frozen, reference, batch, short_completion=None):
+        return train_step(state, frozen, reference, batch, optimizer, s, short_completion)
+
+    return jax.jit(step, donate_argnums=(0,), static_argnames=("short_completion",))
