@@ -76,7 +76,7 @@ def our_steps(mode: str, steps: int, cfg, params, tokenizer, examples, scorer, d
         batch, _ = to_batch(r, advantage_mode="grpo", advantage_eps=1e-6, max_new_tokens=NEW_TOKENS)
         t_update = time.perf_counter()
         short = short_completion_len(batch)
-        state, metrics = step_fn(state, frozen, None, batch, short_completion=short)
+        state, metrics = step_fn(state, frozen, None, batch, short)
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t)
         flops.append(step_flops(cfg, int(r.prompt_mask_BxP.sum()), int(r.lengths_BxG.sum()), mode == "lora"))

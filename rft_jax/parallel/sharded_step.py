@@ -46,4 +46,4 @@ def jit_sharded_train_step(optimizer: optax.GradientTransformation, settings: St
 
     return jax.jit(step, in_shardings=(sh.state, sh.frozen, sh.reference, sh.batch),
                    out_shardings=(sh.state, replicated(sh.mesh)), donate_argnums=(0,),
-                   static_argnames=("short_completion",))
+                   static_argnums=(4,))

@@ -247,7 +247,7 @@ def run(cfg: TrainConfig) -> dict:
                 t1 = time.perf_counter()
                 lr = float(schedule(int(state.step)))
                 for _ in range(cfg.ppo_epochs):
-                    state, update_metrics = step_fn(state, frozen, reference, batch, short_completion=short)
+                    state, update_metrics = step_fn(state, frozen, reference, batch, short)
                 update_metrics = {k: float(v) for k, v in update_metrics.items()}
                 t2 = time.perf_counter()
                 tokens = int(r.lengths_BxG.sum()) + int(r.prompt_mask_BxP.sum())

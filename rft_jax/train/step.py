@@ -106,8 +106,8 @@ def train_step(state: TrainState, frozen: dict | None, reference: dict | None, b
 
 def jit_train_step(optimizer: optax.GradientTransformation, s: StepSettings):
     """`train_step` jitted with the state donated (its buffers are reused for the new state); call it as
-    `step(state, frozen, reference, batch, short_completion=short_completion_len(batch))`."""
+    `step(state, frozen, reference, batch, short_completion_len(batch))`."""
     def step(state, frozen, reference, batch, short_completion=None):
         return train_step(state, frozen, reference, batch, optimizer, s, short_completion)
 
-    return jax.jit(step, donate_argnums=(0,), static_argnames=("short_completion",))
+    return jax.jit(step, donate_argnums=(0,), static_argnums=(4,))
