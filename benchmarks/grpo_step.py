@@ -30,7 +30,7 @@ from benchmarks.matmul_peak import matmul_peak_gflops  # noqa: E402
 from rft_jax.data.tasks.arithmetic import generate_arithmetic  # noqa: E402
 from rft_jax.grpo import GRPOLossConfig, OptimizerConfig, make_optimizer  # noqa: E402
 from rft_jax.model import DEFAULT_MODEL, load_model  # noqa: E402
-from rft_jax.model.layers import storage_dtype  # noqa: E402
+from rft_jax.model.precision import storage_dtype  # noqa: E402
 from rft_jax.model.lora import LoraConfig, init_lora  # noqa: E402
 from rft_jax.model.registry import resolve_compute_dtype  # noqa: E402
 from rft_jax.model.tokenizer import load_tokenizer  # noqa: E402

@@ -14,7 +14,8 @@ import pytest
 
 from kernels.fused_logprob.api import token_logprobs_and_entropy
 from rft_jax.model import ModelConfig, init_params
-from rft_jax.model.layers import lora_delta, mixed_einsum
+from rft_jax.model.layers import lora_delta
+from rft_jax.model.precision import mixed_einsum
 from rft_jax.model.lora import LoraConfig, init_lora
 from rft_jax.sampling import SamplingParams, sample
 from rft_jax.train.policy import completion_logprobs

@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 
 from rft_jax.model.config import ModelConfig
-from rft_jax.model.layers import apply_rope, concat_bits, rms_norm, storage_dtype
+from rft_jax.model.layers import apply_rope, rms_norm
+from rft_jax.model.precision import concat_bits, storage_dtype
 from rft_jax.model.transformer import KV, branch_rope, embed
 
 _MASKED = -1e30

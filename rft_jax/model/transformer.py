@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from rft_jax.model.config import ModelConfig
-from rft_jax.model.layers import (apply_rope, dense, layer_checkpoint, mixed_einsum, rms_norm, rope_tables,
-                                  storage_dtype)
+from rft_jax.model.layers import apply_rope, dense, rms_norm, rope_tables
+from rft_jax.model.precision import layer_checkpoint, mixed_einsum, storage_dtype
 
 _MASKED = -1e30
 

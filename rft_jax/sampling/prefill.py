@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from rft_jax.model.config import ModelConfig
-from rft_jax.model.layers import concat_bits
+from rft_jax.model.precision import concat_bits
 from rft_jax.model.transformer import KV, branch_forward, sequence_forward
 
 SHARED_MULTIPLE = 16

@@ -18,7 +18,7 @@ import numpy as np
 
 from rft_jax.evaluation.evaluate import evaluate
 from rft_jax.grpo import make_schedule, zero_variance_groups
-from rft_jax.model.layers import storage_dtype
+from rft_jax.model.precision import storage_dtype
 from rft_jax.model.registry import resolve_compute_dtype
 from rft_jax.monitoring import MetricsWriter, plot_training_curves
 from rft_jax.parallel import (initialize_distributed, is_primary, jit_sharded_train_step, make_mesh, place,

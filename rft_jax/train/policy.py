@@ -13,7 +13,8 @@ import jax.numpy as jnp
 
 from kernels.fused_logprob.api import token_logprobs_and_entropy
 from rft_jax.model.config import ModelConfig
-from rft_jax.model.layers import rms_norm, storage_dtype
+from rft_jax.model.layers import rms_norm
+from rft_jax.model.precision import storage_dtype
 from rft_jax.model.transformer import KV, branch_forward, sequence_forward, unembed_matrix
 
 
