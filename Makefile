@@ -31,11 +31,12 @@ setup-test: $(VENV)/.test
 demo: setup
 	$(BIN)/python experiments/arithmetic_lora.py
 
+# Huge pages for XLA's CPU buffers (rft_jax/hugepages.py): the `rft-jax` commands set this themselves.
 test: setup-test
-	$(BIN)/python -m pytest -m "not slow" --timeout=900 -q --durations=15
+	GLIBC_TUNABLES=glibc.malloc.hugetlb=1 $(BIN)/python -m pytest -m "not slow" --timeout=900 -q --durations=15
 
 test-slow: setup-test
-	$(BIN)/python -m pytest -m "slow" --timeout=3600 -q
+	GLIBC_TUNABLES=glibc.malloc.hugetlb=1 $(BIN)/python -m pytest -m "slow" --timeout=3600 -q
 
 bench: setup-test
 	$(BIN)/python benchmarks/sampling.py

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from kernels.fused_logprob import api
+from rft_jax.hugepages import reexec_with_hugepages
 
 GRID = [(n, v, d) for n in (4096, 16384) for v in (49152, 151936) for d in (576, 1536)]
 CPU_TIMED = [(4096, 49152, 576), (4096, 49152, 1536)]
@@ -216,4 +217,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    reexec_with_hugepages()  # the same setting as the `rft-jax` commands (rft_jax/hugepages.py)
     raise SystemExit(main())

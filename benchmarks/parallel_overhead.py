@@ -25,6 +25,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rft_jax.grpo import GRPOLossConfig, OptimizerConfig, make_optimizer  # noqa: E402
+from rft_jax.hugepages import reexec_with_hugepages  # noqa: E402
 from rft_jax.model import ModelConfig, init_params  # noqa: E402
 from rft_jax.model.lora import LoraConfig, init_lora  # noqa: E402
 from rft_jax.parallel import MeshConfig, jit_sharded_train_step, make_mesh, place, step_shardings  # noqa: E402
@@ -100,4 +101,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_hugepages()  # the same setting as the `rft-jax` commands (rft_jax/hugepages.py)
     main()

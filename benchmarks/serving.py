@@ -96,4 +96,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from rft_jax.hugepages import reexec_with_hugepages  # noqa: PLC0415
+
+    reexec_with_hugepages()  # the same setting as the `rft-jax` commands (rft_jax/hugepages.py)
     main()

@@ -40,6 +40,9 @@ CONFIG = TrainConfig(
 )
 
 if __name__ == "__main__":
+    from rft_jax.hugepages import reexec_with_hugepages  # noqa: PLC0415
     from rft_jax.train.main import cli_with_default  # noqa: PLC0415
+
+    reexec_with_hugepages()
 
     sys.exit(cli_with_default(CONFIG, sys.argv[1:], description=__doc__))

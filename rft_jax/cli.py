@@ -32,6 +32,10 @@ def _usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the process's own command line: start it over with huge pages where that helps
+        from rft_jax.hugepages import reexec_with_hugepages  # noqa: PLC0415
+
+        reexec_with_hugepages()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())

@@ -1,7 +1,7 @@
 """bf16 compute paths: the custom gradients that keep the backward pass in bf16, and bf16 end to end.
 
-The fast paths on a CPU (rft_jax.model.layers: mixed_einsum, lora_delta,
-storage_dtype, layer_checkpoint) change how gradients are computed, not what
+The fast paths on a CPU (rft_jax.model.precision and layers: mixed_einsum,
+rows_last, lora_delta, storage_dtype, layer_checkpoint) change how gradients are computed, not what
 they are: each is checked against plain autodiff.
 """
 
@@ -30,12 +30,16 @@ def _bf16_exact(key, shape, scale=1.0):
 
 
 @pytest.mark.parametrize("spec,sa,sb", [("...d,de->...e", (3, 5, 16), (16, 24)),
+                                        ("nd,de->ne", (14, 16), (16, 24)),  # a dense layer: input transposed
+                                        ("nd,de->ne", (14, 24), (24, 16)),  # ... or output gradient transposed
+                                        ("nd,de->ne", (15, 16), (16, 24)),  # odd rows: the plain transpose
                                         ("bgcjqk,bpjk->bgjqcp", (2, 3, 4, 2, 2, 8), (2, 6, 2, 8)),
                                         ("bjqts,bsjk->btjqk", (2, 2, 3, 5, 5), (2, 5, 2, 8))])
 def test_mixed_einsum_value_and_gradients_match_autodiff(spec, sa, sb):
     a, b = _bf16_exact(jax.random.key(0), sa), _bf16_exact(jax.random.key(1), sb)
     g = _bf16_exact(jax.random.key(2), jnp.einsum(spec, a, b).shape)
-    ours = jax.grad(lambda a, b: (mixed_einsum(spec, a, b, jnp.bfloat16) * g).sum(), (0, 1))(a, b)
+    # jitted: the layouts XLA assigns across the whole backward are what the CPU fast paths depend on
+    ours = jax.jit(jax.grad(lambda a, b: (mixed_einsum(spec, a, b, jnp.bfloat16) * g).sum(), (0, 1)))(a, b)
     plain = jax.grad(lambda a, b: (jnp.einsum(spec, a, b) * g).sum(), (0, 1))(a, b)
     np.testing.assert_allclose(mixed_einsum(spec, a, b, jnp.bfloat16), jnp.einsum(spec, a, b), rtol=1e-5, atol=1e-5)
     for x, y in zip(ours, plain):  # the gradient products see bf16-exact inputs, so only sums differ
@@ -52,7 +56,7 @@ def test_lora_delta_gradients_match_autodiff(dtype, tol):
     def plain(x, a, b):
         return jnp.einsum("...d,dr,re->...e", x, a, b) * 2.0
 
-    ours = jax.grad(lambda *p: (lora_delta(*p, 2.0, jnp.dtype(dtype)) * g).sum(), (0, 1, 2))(x, a, b)
+    ours = jax.jit(jax.grad(lambda *p: (lora_delta(*p, 2.0, jnp.dtype(dtype)) * g).sum(), (0, 1, 2)))(x, a, b)
     want = jax.grad(lambda *p: (plain(*p) * g).sum(), (0, 1, 2))(x, a, b)
     for o, w in zip(ours, want):
         np.testing.assert_allclose(o, w, rtol=tol, atol=tol * float(jnp.abs(w).max()))
@@ -68,7 +72,7 @@ def test_fused_logprob_with_float32_storage_and_bf16_hidden():
         lp, ent = token_logprobs_and_entropy(h, impl_w(w), t, implementation="xla_chunked")
         return (lp + 0.1 * ent).sum()
 
-    stored = jax.value_and_grad(loss, (0, 1))(h, w, lambda w: w)
+    stored = jax.jit(jax.value_and_grad(loss, (0, 1)), static_argnums=2)(h, w, lambda w: w)
     both = jax.value_and_grad(loss, (0, 1))(h, w, lambda w: w.astype(jnp.bfloat16))
     np.testing.assert_allclose(stored[0], both[0], rtol=1e-5)
     np.testing.assert_allclose(stored[1][0].astype(jnp.float32), both[1][0].astype(jnp.float32), rtol=2e-2, atol=1e-2)
@@ -100,7 +104,7 @@ def test_bf16_training_forward_and_gradient_track_float32(mode):
 
     trainable = lora if mode == "lora" else params
     (l32, lp32), g32 = jax.value_and_grad(loss, has_aux=True)(trainable, jnp.float32)
-    (l16, lp16), g16 = jax.value_and_grad(loss, has_aux=True)(trainable, jnp.bfloat16)
+    (l16, lp16), g16 = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)(trainable, jnp.bfloat16)
     np.testing.assert_allclose(lp16, lp32, atol=0.15)
     flat32 = jnp.concatenate([x.ravel() for x in jax.tree.leaves(g32)])
     flat16 = jnp.concatenate([x.astype(jnp.float32).ravel() for x in jax.tree.leaves(g16)])

@@ -23,6 +23,7 @@ from jax import lax
 
 from kernels.fused_logprob import tile_math
 from kernels.fused_logprob.block_sizes import BlockSizes, XLA_CHUNKED
+from rft_jax.model.precision import rows_last
 
 
 def _vocab_loop(body, carry, vocab_size: int, block: int):
@@ -88,6 +89,7 @@ def _backward(hidden_NxD, unembed_DxV, targets_N, lse_N, entropy_N, g_lp_N,
     # The same blocks as rows [C, D], so d hidden is a plain [N, C] @ [C, D] product: with the
     # transposed [D, C] block, XLA's CPU backend ran that product in float32.
     unembed_VxD = unembed_DxV.T
+    hidden_DxN = rows_last(hidden_NxD)  # so d unembed is a row-major product too (see rows_last)
 
     def body(carry, start, size):
         dh_NxD, dw_DxV = carry
@@ -96,7 +98,7 @@ def _backward(hidden_NxD, unembed_DxV, targets_N, lse_N, entropy_N, g_lp_N,
         dz_NxC = dz_NxC.astype(compute_dtype)
         w_CxD = lax.dynamic_slice_in_dim(unembed_VxD, start, size, axis=0).astype(compute_dtype)
         dh_NxD = dh_NxD + jnp.dot(dz_NxC, w_CxD, preferred_element_type=jnp.float32)
-        dw_DxC = jnp.dot(hidden_NxD.T, dz_NxC, preferred_element_type=jnp.float32)
+        dw_DxC = jnp.dot(hidden_DxN, dz_NxC, preferred_element_type=jnp.float32)
         dw_DxV = lax.dynamic_update_slice_in_dim(
             dw_DxV, dw_DxC.astype(dw_DxV.dtype), start, axis=1)
         return dh_NxD, dw_DxV

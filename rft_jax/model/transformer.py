@@ -180,8 +180,13 @@ def branch_rope(cfg, prefix_mask_BxP, q_offset, c):
 
 def branch_forward(params: dict, cfg: ModelConfig, tokens_BxGxC: jax.Array, prefix_kv: KV,
                    prefix_mask_BxP: jax.Array, *, lora: dict | None = None, lora_scale: float = 1.0, dtype=jnp.float32,
-                   remat: bool = False) -> tuple[jax.Array, KV]:
-    """Hidden states [B, G, C, D] of G continuations of each prompt, and their keys/values [L, B, G, C, J, K]."""
+                   remat: bool = False, prefix_rows_B: jax.Array | None = None) -> tuple[jax.Array, KV]:
+    """Hidden states [B, G, C, D] of G continuations of each prompt, and their keys/values [L, B, G, C, J, K].
+
+    prefix_rows_B: continuation b reads prompt prefix_rows_B[b] of `prefix_kv` (prefix_mask_BxP is already
+    per continuation). Gathered layer by layer: gathering the whole [L, ...] stack up front took 0.1 s a
+    copy on a CPU, 0.4 s of a training step.
+    """
     prefix_mask_BxP = prefix_mask_BxP.astype(bool)
     cos, sin = branch_rope(cfg, prefix_mask_BxP, 0, tokens_BxGxC.shape[2])
     x = embed(params, tokens_BxGxC, jnp.float32)
@@ -189,6 +194,8 @@ def branch_forward(params: dict, cfg: ModelConfig, tokens_BxGxC: jax.Array, pref
 
     def body(x, layer):
         p, lp, pkv = layer
+        if prefix_rows_B is not None:
+            pkv = KV(pkv.k[prefix_rows_B], pkv.v[prefix_rows_B])
         return _branch_layer(cfg, dtype, lora_scale, x, p, lp, cos, sin, pkv, prefix_mask_BxP)
 
     return jax.lax.scan(layer_checkpoint(body, remat), x, (params["layers"], layer_lora, prefix_kv))

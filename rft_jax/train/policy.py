@@ -15,7 +15,7 @@ from kernels.fused_logprob.api import token_logprobs_and_entropy
 from rft_jax.model.config import ModelConfig
 from rft_jax.model.layers import rms_norm
 from rft_jax.model.precision import storage_dtype
-from rft_jax.model.transformer import KV, branch_forward, sequence_forward, unembed_matrix
+from rft_jax.model.transformer import branch_forward, sequence_forward, unembed_matrix
 
 
 def completion_logprobs(params: dict, cfg: ModelConfig, prompt_BxP: jax.Array, prompt_mask_BxP: jax.Array,
@@ -39,18 +39,18 @@ def completion_logprobs(params: dict, cfg: ModelConfig, prompt_BxP: jax.Array, p
     # Only the last prompt position predicts a completion token (the first one).
     last_BxD = hidden_prompt[:, -1]
     if short_completion is None:
-        parts = [(completion_BxGxC, prefix_kv, prompt_mask_BxP, last_BxD)]
+        parts = [(completion_BxGxC, None, prompt_mask_BxP, last_BxD)]
     else:
         rows_RxC = completion_BxGxC.reshape(b * g, c)
         order_R = jnp.argsort(completion_mask_BxGxC.reshape(b * g, c).sum(-1), stable=True)
         parts = []
         for rows, width in ((order_R[:b * g // 2], short_completion), (order_R[b * g // 2:], c)):
             prompt_of = rows // g  # each row is a "prompt" of one branch
-            kv = KV(prefix_kv.k[:, prompt_of], prefix_kv.v[:, prompt_of])
-            parts.append((rows_RxC[rows, :width][:, None], kv, prompt_mask_BxP[prompt_of], last_BxD[prompt_of]))
+            parts.append((rows_RxC[rows, :width][:, None], prompt_of, prompt_mask_BxP[prompt_of], last_BxD[prompt_of]))
     hidden, targets = [], []
-    for tokens_BxGxC, kv, mask, last in parts:
-        branch, _ = branch_forward(params, cfg, tokens_BxGxC[:, :, :-1], kv, mask, **kw)
+    for tokens_BxGxC, prompt_of, mask, last in parts:
+        branch, _ = branch_forward(params, cfg, tokens_BxGxC[:, :, :-1], prefix_kv, mask, prefix_rows_B=prompt_of,
+                                   **kw)
         first = jnp.broadcast_to(last[:, None, None], branch.shape[:2] + (1, cfg.hidden_size))
         hidden.append(jnp.concatenate([first, branch], axis=2).reshape(-1, cfg.hidden_size))
         targets.append(tokens_BxGxC.reshape(-1))
