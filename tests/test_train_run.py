@@ -22,7 +22,7 @@ from rft_jax.model import ModelConfig, init_params
 from rft_jax.train.config import DataConfig, EvalConfig, SamplingConfig, TaskData, TrainConfig
 from rft_jax.train.export import export_model
 from rft_jax.train.loop import run
-from rft_jax.train.setup import ConfigError
+from rft_jax.train.setup import ConfigError, set_aside_previous_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,3 +118,21 @@ def test_killed_run_resumes_to_the_same_parameters(tiny_model, tmp_path):
     assert a.keys() == b.keys()
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)  # bitwise on CPU
+
+
+def test_a_fresh_run_sets_an_earlier_run_in_its_folder_aside(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "data").mkdir(parents=True)
+    assert set_aside_previous_run(run_dir) is None  # generated data alone is not a run
+    assert (run_dir / "data").is_dir()
+    (run_dir / "metrics.jsonl").write_text('{"step": 1}\n')
+    (run_dir / "config.json").write_text("{}")
+    moved = set_aside_previous_run(run_dir)
+    assert moved is not None and moved.name.startswith("run.previous-") and not run_dir.exists()
+    assert (moved / "metrics.jsonl").read_text() == '{"step": 1}\n'  # nothing lost
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.json").write_text("{}")
+    first = os.stat(moved / "config.json").st_mtime
+    os.utime(run_dir / "config.json", (first, first))  # the same stamp as the first: a new name
+    second = set_aside_previous_run(run_dir)
+    assert second is not None and second != moved and (second / "checkpoints").is_dir()

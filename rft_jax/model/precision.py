@@ -72,6 +72,10 @@ def rows_last(x_NxD: jax.Array) -> jax.Array:
     x.T @ dy was converted to float32 and ran at half speed (18 ms against 9
     for [2016, 576] x [2016, 1536]). Splitting the rows in pairs first makes
     the transpose a real copy (0.3 ms). Elsewhere this is the plain transpose.
+    A bf16 product whose result is transposed needs it too: the result then
+    gets the column-major layout and this jaxlib's CPU backend fails with
+    "Unsupported element type for DotThunk" (tests/test_mixed_precision.py,
+    jitted, catches it).
     """
     n, d = x_NxD.shape
     if jax.default_backend() != "cpu" or n % 2:

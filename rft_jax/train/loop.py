@@ -166,6 +166,8 @@ def run(cfg: TrainConfig) -> dict:
         from rft_jax.train.checkpoint import find_checkpoint  # noqa: PLC0415
 
         cfg = dataclasses.replace(cfg, init_from=str(find_checkpoint(cfg.init_from).path))
+    if not cfg.resume and is_primary() and (moved := setup.set_aside_previous_run(run_dir)):
+        print(f"[rft-jax] {run_dir} held an earlier run: moved to {moved} (pass --resume to continue a run)")
     setup.write_run_config(cfg, run_dir)
     scorer = setup.build_scorer(cfg.reward)
     model_cfg, params, tokenizer = setup.load_policy(cfg)

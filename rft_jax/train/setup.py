@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import jax
@@ -107,6 +108,27 @@ def init_state(cfg: TrainConfig, model_cfg, params: dict, steps: int):
     else:
         trainable, frozen = params, None
     return TrainState(trainable, optimizer.init(trainable), jnp.int32(0)), frozen, optimizer
+
+
+RUN_FILES = ("metrics.jsonl", "checkpoints", "results.json")  # what marks a folder as holding a run
+
+
+def set_aside_previous_run(run_dir: Path) -> Path | None:
+    """Moves an earlier run out of `run_dir` before a fresh (not --resume) run starts there.
+
+    Its metrics would otherwise be appended to, mixing two runs in one set of
+    curves, and its best checkpoint would compete with the new run's. Nothing is
+    deleted: the earlier run goes to `<run_dir>.previous-<time>`.
+    """
+    if not any((run_dir / name).exists() for name in RUN_FILES):
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime((run_dir / "config.json").stat().st_mtime
+                                                         if (run_dir / "config.json").exists() else time.time()))
+    target = run_dir.with_name(f"{run_dir.name}.previous-{stamp}")
+    while target.exists():
+        target = target.with_name(target.name + "-1")
+    run_dir.rename(target)
+    return target
 
 
 def write_run_config(cfg: TrainConfig, run_dir: Path) -> None:
