@@ -74,9 +74,8 @@ def apply_rope(x_xTxHxK: jax.Array, cos_xTxK2: jax.Array, sin_xTxK2: jax.Array) 
 def dense(x_xD: jax.Array, proj: dict, lora: dict | None, lora_scale: float, dtype) -> jax.Array:
     """x @ W (+ b) (+ LoRA: (x @ A) @ B * scale), matmuls in `dtype` with float32 accumulation.
 
-    Leading dims are flattened first: the weight gradient contracts them, and XLA's CPU backend
-    transposed a [B, G, C, D] activation with a generic copy loop (5 ms each, 4 s a step in full
-    fine-tuning) where a flat [N, D] one takes its tiled transpose.
+    Leading dims are flattened first, so the weight gradient is one [D, N] @ [N, E] product,
+    which `mixed_einsum` runs as a row-major bf16 matmul (see `rows_last`).
     """
     x_NxD = x_xD.reshape(-1, x_xD.shape[-1])
     y = mixed_einsum("nd,de->ne", x_NxD, proj["w"], dtype)

@@ -122,8 +122,9 @@ def set_aside_previous_run(run_dir: Path) -> Path | None:
     """
     if not any((run_dir / name).exists() for name in RUN_FILES):
         return None
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime((run_dir / "config.json").stat().st_mtime
-                                                         if (run_dir / "config.json").exists() else time.time()))
+    config = run_dir / "config.json"  # written when that run started
+    started = config.stat().st_mtime if config.exists() else time.time()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
     target = run_dir.with_name(f"{run_dir.name}.previous-{stamp}")
     while target.exists():
         target = target.with_name(target.name + "-1")
