@@ -21,3 +21,28 @@ def matmul_peak_gflops(dtype=jnp.float32, n: int = 1024, repeats: int = 20) -> f
         f(a, b).block_until_ready()
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best / 1e9
+
+
+def chained_matmul_seconds(m: int, k: int, n: int, dtype, layers: int, *, weights_nxk: bool = False,
+                           repeats: int = 3) -> float:
+    """Best seconds of one [m, k] x [k, n] product (float32 accumulation) in a chain over `layers` distinct
+    weights, as a model's layers read theirs: from memory, not from a cache holding one matrix.
+    weights_nxk: the weights stored [n, k] (a tied unembedding read as the embedding)."""
+    x = jnp.ones((m, k), dtype)
+    ws = [jnp.full((n, k) if weights_nxk else (k, n), 1.0 + i, dtype) for i in range(layers)]
+    spec = "mk,nk->mn" if weights_nxk else "mk,kn->mn"
+
+    def chain(x, ws):
+        acc = jnp.zeros((m, n), jnp.float32)
+        for w in ws:
+            acc = acc + jnp.einsum(spec, x, w, preferred_element_type=jnp.float32)
+        return acc
+
+    f = jax.jit(chain)
+    f(x, ws).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f(x, ws).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return best / layers

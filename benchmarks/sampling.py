@@ -11,7 +11,9 @@ transformers runs in float32 (its default for this GGUF, the setting of
 CPU client. Prints new tokens/s for each, the ratios, the matmul peak measured here
 in our compute dtype, and the share of it our decode sustains (decode alone: the
 full run minus a run that stops after the prefill; 2 FLOPs per parameter per token,
-attention not counted).
+attention not counted). After each row: the same run if it were nothing but its matmuls,
+each at the rate this machine reaches for its shape (a ceiling for any implementation
+using XLA's CPU matmuls), as tok/s, as a ratio to transformers and as a share of peak.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.matmul_peak import matmul_peak_gflops  # noqa: E402
+from benchmarks.matmul_peak import chained_matmul_seconds, matmul_peak_gflops  # noqa: E402
 from rft_jax.data.tasks.arithmetic import generate_arithmetic  # noqa: E402
 from rft_jax.hugepages import reexec_with_hugepages  # noqa: E402
 from rft_jax.model import DEFAULT_MODEL, load_model, resolve_model_path  # noqa: E402
@@ -46,10 +48,10 @@ def prompts(tokenizer, n: int) -> list[list[int]]:
 
 def time_ours(params, cfg, prompts, new_tokens, dtype, repeats) -> tuple[float, float]:
     """(median seconds, compile seconds) for sampling `new_tokens` after every prompt once."""
-    tokens, mask, shared = sampler_prompts(prompts, 0, len(prompts))
-    run = lambda k: sample(params, cfg, tokens, mask, jax.random.key(k), params_sampling=SamplingParams(1.0),  # noqa: E731
-                           num_samples=1, max_new_tokens=new_tokens, eos_ids=(), pad_id=0, dtype=dtype,
-                           shared_1xS=shared)
+    rest = sampler_prompts(prompts, 0, len(prompts))
+    run = lambda k: sample(params, cfg, rest.tokens_BxP, rest.mask_BxP, jax.random.key(k),  # noqa: E731
+                           params_sampling=SamplingParams(1.0), num_samples=1, max_new_tokens=new_tokens, eos_ids=(),
+                           pad_id=0, dtype=dtype, shared_1xS=rest.shared_1xS, prefill_rows=rest.prefill_rows)
     t = time.perf_counter()
     jax.block_until_ready(run(0))
     compile_s = time.perf_counter() - t
@@ -68,6 +70,25 @@ def decode_seconds_per_step(total_s: float, params, cfg, prompts, new_tokens, dt
     return max(total_s - prefill_s, 1e-9) / (new_tokens - 1), prefill_s
 
 
+def matmul_ceiling(cfg, rest, b: int, new_tokens: int, dtype) -> tuple[float, float]:
+    """(seconds for the run, seconds per decode step) if it did nothing but its matmuls, each at the rate
+    this machine reaches for that shape in a chain of distinct weights (no attention, norms or sampling):
+    the best any implementation of this model could do here with XLA's CPU matmuls."""
+    d, f, hk = cfg.hidden_size, cfg.intermediate_size, cfg.num_heads * cfg.head_dim
+    layer = [(d, hk + 2 * cfg.num_kv_heads * cfg.head_dim), (hk, d), (d, 2 * f), (f, d)]  # q|k|v, o, gate|up, down
+
+    def layers_s(m: int) -> float:
+        chain = cfg.num_layers if m <= 512 else 2  # big products are compute-bound: two layers suffice
+        return cfg.num_layers * sum(chained_matmul_seconds(m, k, n, dtype, chain) for k, n in layer)
+
+    logits_s = chained_matmul_seconds(b, d, cfg.vocab_size, dtype, 2, weights_nxk=True)
+    own_rows = rest.prefill_rows or int(rest.mask_BxP.size)
+    shared = 0 if rest.shared_1xS is None else int(rest.shared_1xS.shape[1])
+    prefill_s = layers_s(own_rows) + (layers_s(shared) if shared else 0.0) + logits_s
+    step_s = layers_s(b) + logits_s
+    return prefill_s + (new_tokens - 1) * step_s, step_s
+
+
 def time_hf(model, prompts, new_tokens, repeats) -> float:
     import torch  # noqa: PLC0415
 
@@ -78,7 +99,7 @@ def time_hf(model, prompts, new_tokens, repeats) -> float:
     kw = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, use_cache=True, max_new_tokens=new_tokens,
               min_new_tokens=new_tokens, pad_token_id=0)
     with torch.no_grad():
-        model.generate(input_ids=ids[:, :8], attention_mask=att[:, :8], max_new_tokens=2, do_sample=True, pad_token_id=0)
+        model.generate(input_ids=ids[:, -8:], attention_mask=att[:, -8:], max_new_tokens=2, do_sample=True, pad_token_id=0)
         times = []
         for _ in range(repeats):
             t = time.perf_counter()
@@ -122,15 +143,21 @@ def main() -> None:
         ids = (prompts(tokenizer, b) * 2)[:b]
         ours_s, compile_s = time_ours(params, cfg, ids, args.new_tokens, dtype, args.repeats)
         ours = b * args.new_tokens / ours_s
-        hf_row = ""
-        for model in hf.values():
-            hf_tps = b * args.new_tokens / time_hf(model, ids, args.new_tokens, args.repeats)
-            hf_row += f" {hf_tps:>14.0f} {ours / hf_tps:>6.2f}"
+        hf_row, hf_tps = "", {}
+        for name, model in hf.items():
+            hf_tps[name] = b * args.new_tokens / time_hf(model, ids, args.new_tokens, args.repeats)
+            hf_row += f" {hf_tps[name]:>14.0f} {ours / hf_tps[name]:>6.2f}"
         step_s, prefill_s = decode_seconds_per_step(ours_s, params, cfg, ids, args.new_tokens, dtype, args.repeats)
         gflops = b * flop_per_token / step_s / 1e9
         peak = max(peak, matmul_peak_gflops(dtype))  # the best reading of the run (the machine is shared)
         print(f"{b:>5} {ours:>11.0f}{hf_row} {prefill_s:>9.2f} {step_s * 1e3:>15.0f} {gflops:>15.1f} "
               f"{gflops / peak:>8.0%} {compile_s:>9.1f}   (peak {peak:.0f})", flush=True)
+        ceiling_s, ceiling_step_s = matmul_ceiling(cfg, sampler_prompts(ids, 0, b), b, args.new_tokens, dtype)
+        ceiling = b * args.new_tokens / ceiling_s
+        vs_hf = "".join(f", {ceiling / t:.2f}x HF {n}" for n, t in hf_tps.items())
+        print(f"      matmuls alone at this machine's rates for their shapes: {ceiling:.0f} tok/s{vs_hf}; "
+              f"decode step {ceiling_step_s * 1e3:.0f} ms = {b * flop_per_token / ceiling_step_s / 1e9 / peak:.0%} "
+              f"of peak", flush=True)
 
 
 if __name__ == "__main__":

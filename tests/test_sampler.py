@@ -12,8 +12,8 @@ import pytest
 from rft_jax.model import ModelConfig, init_params, logits, sequence_forward
 from rft_jax.model.lora import LoraConfig, init_lora, merge_lora
 from rft_jax.sampling import SamplingParams, sample
-from rft_jax.sampling.generate import generate_ids
-from rft_jax.sampling.prefill import split_shared_prefix
+from rft_jax.sampling.generate import generate_ids, left_pad, sampler_prompts
+from rft_jax.sampling.prefill import packed_rows, prefill, split_shared_prefix
 from rft_jax.sampling.processors import inverse_cdf_sample, sampling_logprobs
 
 TINY = ModelConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -184,3 +184,42 @@ def test_inverse_cdf_draw_matches_the_distribution(filters):
     sigma = np.sqrt(p * (1 - p) / n) + 1e-6
     assert np.all(np.abs(freq - p) <= 5 * sigma + 1e-5)
     assert freq[p < 1e-12].sum() == 0  # filtered tokens never appear
+
+
+def test_packed_prefill_equals_the_padded_one():
+    """The prompts' own parts packed into fewer rows (projections and MLP on real tokens only) give the
+    padded prefill's last hidden states and keys/values, in float32 to rounding."""
+    rng = np.random.default_rng(1)
+    rests = [list(rng.integers(3, 300, n)) for n in (3, 11, 6, 1)]
+    tokens, mask = left_pad(rests, 16, 0, 4)
+    shared = jnp.asarray([list(rng.integers(3, 300, 8))], jnp.int32)
+    padded = prefill(PARAMS, TINY, tokens, mask, shared_1xS=shared)
+    for rows in (21, 32):  # exactly the 21 real tokens, and with 11 spare rows
+        packed = prefill(PARAMS, TINY, tokens, mask, shared_1xS=shared, rows=rows)
+        np.testing.assert_array_equal(packed[2], padded[2])
+        np.testing.assert_allclose(packed[0], padded[0], atol=1e-5)
+        real = np.asarray(padded[2])
+        for a, b in zip(packed[1], padded[1]):
+            np.testing.assert_allclose(np.asarray(a)[:, real], np.asarray(b)[:, real], atol=1e-5)
+
+
+def test_packed_rows_round_up_and_skip_small_batches():
+    assert packed_rows(100, 1024) is None  # small: not packed
+    assert packed_rows(4226, 6144) == 4608  # multiples of 6144 / 16 = 384
+    assert packed_rows(4224, 6144) == 4224
+    assert packed_rows(6000, 6144) is None  # nothing to save
+
+
+def test_large_batches_sample_with_a_packed_prefill():
+    """64 prompts of a 32-token bucket are packed (generate_ids chooses it); log-probs still equal a full
+    forward over the whole prompt + completion."""
+    rng = np.random.default_rng(2)
+    common = list(rng.integers(3, 300, 16))
+    prompts = [common + list(rng.integers(3, 300, n)) for n in rng.integers(1, 20, 64)]
+    assert sampler_prompts(prompts, 0, 64).prefill_rows is not None
+    out, ptoks, pmask = generate_ids(PARAMS, TINY, prompts, jax.random.key(3), sampling=SamplingParams(1.0),
+                                     num_samples=1, max_new_tokens=6, eos_ids=(), pad_id=0)
+    for b in (0, 17, 63):
+        completion = np.asarray(out.tokens_BxGxC[b, 0])
+        expected = _full_forward_logprobs(PARAMS, ptoks[b], pmask[b], completion)
+        np.testing.assert_allclose(np.asarray(out.logprobs_BxGxC[b, 0]), expected, atol=1e-5)

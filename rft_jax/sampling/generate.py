@@ -9,13 +9,14 @@ stop sequences on device.
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from rft_jax.model.config import ModelConfig
-from rft_jax.sampling.prefill import split_shared_prefix
+from rft_jax.sampling.prefill import packed_rows, split_shared_prefix
 from rft_jax.sampling.processors import SamplingParams
 from rft_jax.sampling.sampler import Rollout, sample
 
@@ -49,14 +50,23 @@ def left_pad(prompts: list[list[int]], length: int, pad_id: int, rows: int) -> t
     return tokens, mask
 
 
-def sampler_prompts(prompts: list[list[int]], pad_id: int, rows: int) -> tuple[jax.Array, jax.Array, jax.Array | None]:
-    """`sample`'s prompt arguments: the start every prompt shares (run once; None if there is none worth
-    sharing) and each prompt's rest, left-padded to its own bucket."""
+class SamplerPrompts(NamedTuple):
+    """`sample`'s prompt arguments."""
+
+    tokens_BxP: jax.Array  # each prompt's rest, left-padded to its bucket
+    mask_BxP: jax.Array
+    shared_1xS: jax.Array | None  # the start every prompt shares, run once (None: none worth sharing)
+    prefill_rows: int | None  # rows the rests' prefill is packed into (None: not packed)
+
+
+def sampler_prompts(prompts: list[list[int]], pad_id: int, rows: int) -> SamplerPrompts:
+    """Splits off the shared start, buckets the rests and sizes their packed prefill."""
     s = split_shared_prefix(prompts) if len(prompts) > 1 else 0
     rest = [p[s:] for p in prompts]
     rest_tokens, rest_mask = left_pad(rest, bucket(max(len(p) for p in rest)), pad_id, rows)
     shared = jnp.asarray([prompts[0][:s]], jnp.int32) if s else None
-    return jnp.asarray(rest_tokens), jnp.asarray(rest_mask), shared
+    prefill_rows = packed_rows(int(rest_mask.sum()), rest_mask.size) if s else None
+    return SamplerPrompts(jnp.asarray(rest_tokens), jnp.asarray(rest_mask), shared, prefill_rows)
 
 
 @dataclasses.dataclass
@@ -82,11 +92,11 @@ def generate_ids(params: dict, cfg: ModelConfig, prompts: list[list[int]], key: 
     and the whole prompts left-padded to a bucket (what a training step reads)."""
     rows = batch_bucket(len(prompts))
     tokens, mask = left_pad(prompts, bucket(max(len(p) for p in prompts)), pad_id, rows)
-    rest_tokens, rest_mask, shared = sampler_prompts(prompts, pad_id, rows)
-    out = sample(params, cfg, rest_tokens, rest_mask, key, params_sampling=sampling,
+    rest = sampler_prompts(prompts, pad_id, rows)
+    out = sample(params, cfg, rest.tokens_BxP, rest.mask_BxP, key, params_sampling=sampling,
                  num_samples=num_samples, max_new_tokens=bucket(max_new_tokens, (16, 32, 64, 128, 256, 512, 1024)),
                  eos_ids=tuple(eos_ids), pad_id=pad_id, lora=lora, lora_scale=lora_scale, dtype=dtype,
-                 shared_1xS=shared)
+                 shared_1xS=rest.shared_1xS, prefill_rows=rest.prefill_rows)
     n = len(prompts)
     out = jax.tree.map(lambda x: np.asarray(x)[:n], out)
     # The bucketed token budget may exceed what was asked: cut back to max_new_tokens.

@@ -15,9 +15,11 @@ import jax.numpy as jnp
 
 from rft_jax.model.config import ModelConfig
 from rft_jax.model.precision import concat_bits
-from rft_jax.model.transformer import KV, branch_forward, sequence_forward
+from rft_jax.model.transformer import KV, branch_forward, packed_branch_forward, sequence_forward
 
 SHARED_MULTIPLE = 16
+PACK_MIN_SLOTS = 2048  # below this many padded prompt slots the prefill is cheap and is not packed
+PACK_STEPS = 16  # packed sizes are multiples of 1/16 of the padded size: at most 16 compiled shapes per bucket
 
 
 def split_shared_prefix(prompts: list[list[int]], multiple: int = SHARED_MULTIPLE) -> int:
@@ -31,15 +33,27 @@ def split_shared_prefix(prompts: list[list[int]], multiple: int = SHARED_MULTIPL
     return n // multiple * multiple
 
 
+def packed_rows(own_tokens: int, padded_slots: int) -> int | None:
+    """How many rows the prefill of the prompts' own parts runs on (`packed_branch_forward`), or None
+    to run the padded layout: `own_tokens` real tokens out of `padded_slots` (B x P) rounded up to a
+    1/PACK_STEPS of it. Small batches are not packed: little to save, and each new size would compile."""
+    if padded_slots < PACK_MIN_SLOTS:
+        return None
+    unit = -(-padded_slots // PACK_STEPS)
+    rows = -(-own_tokens // unit) * unit
+    return rows if rows < padded_slots else None
+
+
 def prefill(params: dict, cfg: ModelConfig, prompt_BxP: jax.Array, prompt_mask_BxP: jax.Array, *,
             shared_1xS: jax.Array | None = None, lora: dict | None = None, lora_scale: float = 1.0,
-            dtype=jnp.float32) -> tuple[jax.Array, KV, jax.Array]:
+            dtype=jnp.float32, rows: int | None = None) -> tuple[jax.Array, KV, jax.Array]:
     """(hidden of each prompt's last token [B, D], prompt keys/values [L, B, T, J, K], their mask [B, T]).
 
     Without `shared_1xS` the left-padded prompts run as they are (T = P). With
     it, row b's prompt is `shared ++ prompt_b` (T = S + P): the shared part runs
     once and each rest is moved to the front of its row (right padding), so
-    its positions follow the shared part directly.
+    its positions follow the shared part directly. With `rows` as well (from
+    `packed_rows`, at least the number of real tokens), the rests run packed.
     """
     kw = dict(lora=lora, lora_scale=lora_scale, dtype=dtype)
     if shared_1xS is None:
@@ -53,8 +67,15 @@ def prefill(params: dict, cfg: ModelConfig, prompt_BxP: jax.Array, prompt_mask_B
     lengths_B = prompt_mask_BxP.astype(jnp.int32).sum(-1)
     shift = (jnp.arange(p)[None, :] + (p - lengths_B)[:, None]) % p
     own_BxP = jnp.take_along_axis(prompt_BxP, shift, axis=1)
-    hidden, own_kv = branch_forward(params, cfg, own_BxP[None], shared_kv, shared_mask, **kw)  # [1, B, P, D]
-    last_BxD = hidden[0, jnp.arange(b), lengths_B - 1]
+    last_slot_B = jnp.maximum(lengths_B - 1, 0)
+    if rows is None:
+        hidden, own_kv = branch_forward(params, cfg, own_BxP[None], shared_kv, shared_mask, **kw)  # [1, B, P, D]
+        last_BxD = hidden[0, jnp.arange(b), last_slot_B]
+    else:
+        own_mask_1xBxP = (jnp.arange(p)[None, :] < lengths_B[:, None])[None]
+        hidden_NxD, own_kv, pack = packed_branch_forward(params, cfg, own_BxP[None], own_mask_1xBxP, shared_kv,
+                                                         shared_mask, rows=rows, **kw)
+        last_BxD = hidden_NxD[pack.slots_BxGxC[0, jnp.arange(b), last_slot_B]]
     kv = KV(*(concat_bits([jnp.broadcast_to(sh, (sh.shape[0], b) + sh.shape[2:]), own[:, 0].astype(sh.dtype)], 2)
               for sh, own in zip(shared_kv, own_kv)))
     mask = jnp.concatenate([jnp.ones((b, s), bool), jnp.arange(p)[None, :] < lengths_B[:, None]], 1)

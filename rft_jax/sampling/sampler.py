@@ -45,22 +45,26 @@ def _constrain_kv(kv_layers: list, mesh: Mesh | None, *, prefix: bool) -> list:
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "params_sampling", "num_samples", "max_new_tokens", "dtype",
-                                             "eos_ids", "pad_id", "lora_scale", "mesh"))
+                                             "eos_ids", "pad_id", "lora_scale", "mesh", "prefill_rows"))
 def sample(params: dict, cfg: ModelConfig, prompt_BxP: jax.Array, prompt_mask_BxP: jax.Array, key: jax.Array, *,
            params_sampling: SamplingParams, num_samples: int, max_new_tokens: int, eos_ids: tuple[int, ...],
            pad_id: int, lora: dict | None = None, lora_scale: float = 1.0, dtype=jnp.float32,
-           mesh: Mesh | None = None, shared_1xS: jax.Array | None = None) -> Rollout:
+           mesh: Mesh | None = None, shared_1xS: jax.Array | None = None, prefill_rows: int | None = None) -> Rollout:
     """Samples `num_samples` continuations of each left-padded prompt.
 
     With `shared_1xS`, row b's prompt is `shared ++ prompt_b` and the shared
     tokens are run once for the batch (`split_shared_prefix` finds them). With
     a `mesh`, the prompt keys/values and the branch cache are sharded by the
     table in `rft_jax.parallel.rules` (prompts on the batch axes, KV heads on
-    `tensor`) rather than left to the compiler.
+    `tensor`) rather than left to the compiler. `prefill_rows` (with
+    `shared_1xS`; `sampler_prompts` chooses it) packs the prompts' own tokens
+    into that many rows for the prefill's projections and MLP.
     """
     b, g, c = prompt_BxP.shape[0], num_samples, max_new_tokens
+    if prefill_rows is not None and shared_1xS is None:
+        raise ValueError("prefill_rows packs the prompts' own parts after a shared start: pass shared_1xS too")
     last_BxD, prefix_kv, prefix_mask = prefill(params, cfg, prompt_BxP, prompt_mask_BxP, shared_1xS=shared_1xS,
-                                               lora=lora, lora_scale=lora_scale, dtype=dtype)
+                                               lora=lora, lora_scale=lora_scale, dtype=dtype, rows=prefill_rows)
     weights = decode_weights(params, cfg, lora, lora_scale, dtype)
     first_logits_BxV = decode_logits(weights["head"], cfg, last_BxD, dtype)
     key, sub = jax.random.split(key)
