@@ -14,13 +14,18 @@ def matmul_peak_gflops(dtype=jnp.float32, n: int = 1024, repeats: int = 20) -> f
     a = jnp.ones((n, n), dtype)
     b = jnp.ones((n, n), dtype)
     f = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
-    f(a, b).block_until_ready()
+    return 2 * n**3 / best_seconds(f, (a, b), repeats) / 1e9
+
+
+def best_seconds(f, args: tuple, repeats: int) -> float:
+    """Fastest of `repeats` timed calls of a jitted `f`, after one call that compiles it."""
+    jax.block_until_ready(f(*args))
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
-        f(a, b).block_until_ready()
+        jax.block_until_ready(f(*args))
         best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
+    return best
 
 
 def chained_matmul_seconds(m: int, k: int, n: int, dtype, layers: int, *, weights_nxk: bool = False,
@@ -38,11 +43,4 @@ def chained_matmul_seconds(m: int, k: int, n: int, dtype, layers: int, *, weight
             acc = acc + jnp.einsum(spec, x, w, preferred_element_type=jnp.float32)
         return acc
 
-    f = jax.jit(chain)
-    f(x, ws).block_until_ready()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        f(x, ws).block_until_ready()
-        best = min(best, time.perf_counter() - t)
-    return best / layers
+    return best_seconds(jax.jit(chain), (x, ws), repeats) / layers
