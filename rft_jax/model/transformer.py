@@ -160,22 +160,32 @@ def _branch_attention(cfg, dtype, q_BxGxCxHxK, k_BxGxCxJxK, v_BxGxCxJxK, prefix_
     return o.transpose(0, 1, 3, 2, 4, 5).reshape(b, g, c, cfg.num_heads * kd)
 
 
-def _branch_layer(cfg, dtype, lora_scale, x_BxGxCxD, p, lora, cos, sin, prefix_kv, prefix_mask_BxP):
-    h = rms_norm(x_BxGxCxD, p["attn_norm"], cfg.rms_norm_eps)
+def _branch_layer(cfg, dtype, lora_scale, x, p, lora, cos, sin, prefix_kv, prefix_mask_BxP, pack=None):
+    """One layer over continuation tokens x [B, G, C, D], or over their packed rows x [N, D] with `pack`
+    (projections and MLP on the rows, attention on the [B, G, C] slots)."""
+    h = rms_norm(x, p["attn_norm"], cfg.rms_norm_eps)
     q, k, v = qkv_projections(cfg, p, lora, lora_scale, h, dtype)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     k, v = k.astype(dtype), v.astype(dtype)  # what the cache stores and the decode step attends to
+    if pack is not None:  # packed rows [N, ...] -> slots [B, G, C, ...]
+        q, k, v = (a[pack.slots_BxGxC] for a in (q, k, v))
     o = _branch_attention(cfg, dtype, q, k, v, prefix_kv, prefix_mask_BxP)
-    x = x_BxGxCxD + dense(o, p["o"], layer_lora(lora, "o"), lora_scale, dtype).astype(x_BxGxCxD.dtype)
+    if pack is not None:
+        o = o.reshape(-1, o.shape[-1])[pack.rows_N]
+    x = x + dense(o, p["o"], layer_lora(lora, "o"), lora_scale, dtype).astype(x.dtype)
     x = x + mlp_block(cfg, p, lora, lora_scale, x, dtype).astype(x.dtype)
     return x, _stored_kv(k, v, dtype)
 
 
+def branch_positions(prefix_mask_BxP, q_offset, c):
+    """Positions [B, 1, C] of C continuation tokens starting `q_offset` after each prompt's last real token."""
+    prefix_len_B = prefix_mask_BxP.sum(-1).astype(jnp.int32)
+    return prefix_len_B[:, None, None] + q_offset + jnp.arange(c)[None, None, :]
+
+
 def branch_rope(cfg, prefix_mask_BxP, q_offset, c):
     """RoPE tables of C continuation tokens starting `q_offset` after each prompt's last real token."""
-    prefix_len_B = prefix_mask_BxP.sum(-1).astype(jnp.int32)
-    positions = prefix_len_B[:, None, None] + q_offset + jnp.arange(c)[None, None, :]
-    return rope_tables(positions, cfg)
+    return rope_tables(branch_positions(prefix_mask_BxP, q_offset, c), cfg)
 
 
 def branch_forward(params: dict, cfg: ModelConfig, tokens_BxGxC: jax.Array, prefix_kv: KV,
@@ -221,20 +231,6 @@ def packing(mask_BxGxC: jax.Array, n: int) -> Packing:
     return Packing(rows, slots.reshape(mask_BxGxC.shape))
 
 
-def _packed_branch_layer(cfg, dtype, lora_scale, x_NxD, p, lora, cos, sin, prefix_kv, prefix_mask_BxP, pack):
-    """`_branch_layer` with the per-token work (projections, MLP) on the packed rows only."""
-    h = rms_norm(x_NxD, p["attn_norm"], cfg.rms_norm_eps)
-    q, k, v = qkv_projections(cfg, p, lora, lora_scale, h, dtype)
-    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-    k, v = k.astype(dtype), v.astype(dtype)
-    unpack = lambda a: a[pack.slots_BxGxC]  # noqa: E731  [N, ...] -> [B, G, C, ...]
-    o_BxGxCxE = _branch_attention(cfg, dtype, unpack(q), unpack(k), unpack(v), prefix_kv, prefix_mask_BxP)
-    o = o_BxGxCxE.reshape(-1, o_BxGxCxE.shape[-1])[pack.rows_N]
-    x = x_NxD + dense(o, p["o"], layer_lora(lora, "o"), lora_scale, dtype).astype(x_NxD.dtype)
-    x = x + mlp_block(cfg, p, lora, lora_scale, x, dtype).astype(x.dtype)
-    return x, _stored_kv(unpack(k), unpack(v), dtype)
-
-
 def packed_branch_forward(params: dict, cfg: ModelConfig, tokens_BxGxC: jax.Array, mask_BxGxC: jax.Array,
                           prefix_kv: KV, prefix_mask_BxP: jax.Array, *, rows: int, lora: dict | None = None,
                           lora_scale: float = 1.0, dtype=jnp.float32) -> tuple[jax.Array, KV, Packing]:
@@ -249,8 +245,7 @@ def packed_branch_forward(params: dict, cfg: ModelConfig, tokens_BxGxC: jax.Arra
     """
     prefix_mask_BxP = prefix_mask_BxP.astype(bool)
     pack = packing(mask_BxGxC, rows)
-    c = tokens_BxGxC.shape[2]
-    positions = (prefix_mask_BxP.sum(-1).astype(jnp.int32)[:, None, None] + jnp.arange(c)[None, None, :])
+    positions = branch_positions(prefix_mask_BxP, 0, tokens_BxGxC.shape[2])
     positions_N = jnp.broadcast_to(positions, tokens_BxGxC.shape).reshape(-1)[pack.rows_N]
     cos, sin = rope_tables(positions_N, cfg)
     x = embed(params, tokens_BxGxC.reshape(-1)[pack.rows_N], jnp.float32)
@@ -258,7 +253,7 @@ def packed_branch_forward(params: dict, cfg: ModelConfig, tokens_BxGxC: jax.Arra
 
     def body(x, layer):
         p, lp, pkv = layer
-        return _packed_branch_layer(cfg, dtype, lora_scale, x, p, lp, cos, sin, pkv, prefix_mask_BxP, pack)
+        return _branch_layer(cfg, dtype, lora_scale, x, p, lp, cos, sin, pkv, prefix_mask_BxP, pack)
 
     x, kv = jax.lax.scan(body, x, (params["layers"], layer_lora, prefix_kv))
     return x, kv, pack
