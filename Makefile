@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip install -q --disable-pip-version-check
 
-.PHONY: setup setup-test demo test test-slow bench clean
+.PHONY: setup setup-test demo lint test test-slow bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +17,14 @@ $(VENV)/.runtime: requirements.txt pyproject.toml | $(BIN)/python
 	$(PIP) --no-deps -e .
 	touch $@
 
+# Chromium renders the HTML report in a test; bubblewrap isolates the code sandbox. They are
+# installed only when missing, and only as root (CI); anyone else is told what to install.
 $(VENV)/.test: requirements-test.txt $(VENV)/.runtime
-	# Chromium renders the HTML report in a test; bubblewrap isolates the code sandbox.
-	(command -v chromium && command -v bwrap) >/dev/null || (apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core bubblewrap)
+	@if command -v chromium >/dev/null && command -v bwrap >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core bubblewrap; \
+	else echo "make: the tests need chromium and bubblewrap; install them" \
+	  "(Debian/Ubuntu: sudo apt-get install chromium bubblewrap fonts-dejavu-core) and re-run make test" >&2; exit 1; fi
 	$(PIP) torch==2.13.0
 	$(PIP) -r requirements-test.txt
 	touch $@
@@ -31,8 +35,13 @@ setup-test: $(VENV)/.test
 demo: setup
 	$(BIN)/python experiments/arithmetic_lora.py
 
+# Style and the import layers (the contract is in pyproject.toml): a cycle fails the build.
+lint: setup-test
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
 # Huge pages for XLA's CPU buffers (rft_jax/hugepages.py): the `rft-jax` commands set this themselves.
-test: setup-test
+test: setup-test lint
 	GLIBC_TUNABLES=glibc.malloc.hugetlb=1 $(BIN)/python -m pytest -m "not slow" --timeout=900 -q --durations=15
 
 test-slow: setup-test

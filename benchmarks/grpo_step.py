@@ -5,8 +5,9 @@
 Setting (../shared/PEERS.md): SmolLM2-135M-Instruct, 8 prompts x 8 generations, 64 new
 tokens at temperature 1.0, LoRA r=16 alpha 32 on all linear layers (lr 1e-4) or full
 fine-tuning (lr 1e-5), beta = 0, token-mean (TRL's `dapo`) loss, one optimisation pass.
-A step is generation + reward + update; our steps that compile a new shape (the first, or a new
-completion bucket) are reported but not counted. Prints seconds per step for each, the ratio,
+A step is generation + reward + update: ours is `rft_jax.train.trainer.Trainer.step`, the function the
+training loop calls, on the mesh the default config builds. Steps that compile a new shape (the first,
+or a new completion bucket) are reported but not counted. Prints seconds per step for each, the ratio,
 and our step's achieved FLOP/s against the matmul peak measured in the same run.
 TRL needs `pip install trl==1.16.0 peft==0.21.2` (and torch==2.13.0).
 """
@@ -14,6 +15,7 @@ TRL needs `pip install trl==1.16.0 peft==0.21.2` (and torch==2.13.0).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -28,17 +30,18 @@ import jax.numpy as jnp  # noqa: E402
 
 from benchmarks.matmul_peak import matmul_peak_gflops  # noqa: E402
 from rft_jax.data.tasks.arithmetic import generate_arithmetic  # noqa: E402
-from rft_jax.grpo import GRPOLossConfig, OptimizerConfig, make_optimizer  # noqa: E402
+from rft_jax.grpo import GRPOLossConfig, OptimizerConfig  # noqa: E402
 from rft_jax.hugepages import reexec_with_hugepages  # noqa: E402
 from rft_jax.model import DEFAULT_MODEL, load_model  # noqa: E402
-from rft_jax.model.precision import storage_dtype  # noqa: E402
-from rft_jax.model.lora import LoraConfig, init_lora  # noqa: E402
+from rft_jax.model.lora import LoraConfig  # noqa: E402
 from rft_jax.model.registry import resolve_compute_dtype  # noqa: E402
 from rft_jax.model.tokenizer import load_tokenizer  # noqa: E402
+from rft_jax.parallel import make_mesh  # noqa: E402
 from rft_jax.rewards import build_reward  # noqa: E402
-from rft_jax.sampling import SamplingParams, sample  # noqa: E402
-from rft_jax.train.rollout import sample_and_score, short_completion_len, to_batch  # noqa: E402
-from rft_jax.train.step import StepSettings, TrainState, jit_train_step  # noqa: E402
+from rft_jax.rewards.spec import RewardSpec  # noqa: E402
+from rft_jax.sampling.generate import mesh_sampler  # noqa: E402
+from rft_jax.train.config import SamplingConfig, TrainConfig  # noqa: E402
+from rft_jax.train.trainer import build_trainer  # noqa: E402
 
 PROMPTS, GROUP, NEW_TOKENS = 8, 8, 64
 LR = {"lora": 1e-4, "full": 1e-5}
@@ -55,36 +58,35 @@ def step_flops(cfg, prompt_tokens: int, completion_tokens: int, lora: bool) -> f
     return decode + forward + backward
 
 
-def our_steps(mode: str, steps: int, cfg, params, tokenizer, examples, scorer, dtype):
-    lora_cfg = LoraConfig(rank=16, alpha=32.0)
-    opt = make_optimizer(OptimizerConfig(learning_rate=LR[mode], weight_decay=0.0), 100)
-    if mode == "lora":
-        trainable, frozen, scale = init_lora(cfg, lora_cfg, jax.random.key(0)), params, lora_cfg.scale
-    else:
-        trainable, frozen, scale = jax.tree.map(jnp.copy, params), None, None  # the step donates its state
-    state = TrainState(trainable, opt.init(trainable), jnp.int32(0))
-    step_fn = jit_train_step(opt, StepSettings(cfg, GRPOLossConfig(), scale, 1.0, dtype.name, remat=False))
-    stored = storage_dtype(dtype)  # what the trainer hands the sampler (float32 on a CPU)
-    sample_params = jax.tree.map(lambda x: x.astype(stored), params)
+def bench_config(mode: str) -> TrainConfig:
+    """The PEERS.md setting as a train config: what `rft-jax train` would run with these flags."""
+    cfg = TrainConfig(reward=RewardSpec("math_answer"), mode=mode, lora=LoraConfig(rank=16, alpha=32.0),
+                      loss=GRPOLossConfig(beta=0.0, aggregation="token-mean"),
+                      optimizer=OptimizerConfig(learning_rate=LR[mode], weight_decay=0.0),
+                      sampling=SamplingConfig(samples_per_prompt=GROUP, temperature=1.0, max_new_tokens=NEW_TOKENS),
+                      batch_size=PROMPTS)
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, remat=False))
+
+
+def our_steps(mode: str, steps: int, cfg, params, tokenizer, examples, scorer):
+    """`Trainer.step`, the function `rft-jax train` calls each step: rollouts on the run's mesh, then the update."""
+    train_cfg = bench_config(mode)
+    mesh = make_mesh(train_cfg.mesh)
+    # The full-mode state is donated by the step: give it its own copy of the parameters.
+    trainer, state = build_trainer(train_cfg, cfg, jax.tree.map(jnp.copy, params), tokenizer, scorer, mesh, 100)
+    sampler = mesh_sampler(mesh)
     times, flops, compiled = [], [], []
     for i in range(steps):
-        programs = step_fn._cache_size() + sample._cache_size()
+        programs = trainer.step_fn.jitted._cache_size() + sampler._cache_size()
         t = time.perf_counter()
-        sp = sample_params if mode == "lora" else jax.tree.map(lambda x: x.astype(stored), state.trainable)
-        r = sample_and_score(sp, cfg, tokenizer, scorer, examples, jax.random.key(i), sampling=SamplingParams(1.0),
-                             num_samples=GROUP, max_new_tokens=NEW_TOKENS, lora=state.trainable if mode == "lora" else None,
-                             lora_scale=scale or 1.0, dtype=dtype)
-        batch, _ = to_batch(r, advantage_mode="grpo", advantage_eps=1e-6, max_new_tokens=NEW_TOKENS)
-        t_update = time.perf_counter()
-        short = short_completion_len(batch)
-        state, metrics = step_fn(state, frozen, None, batch, short)
-        jax.block_until_ready(metrics)
+        state, metrics, r = trainer.step(state, examples, jax.random.key(i))
+        jax.block_until_ready(state.trainable)
         times.append(time.perf_counter() - t)
-        flops.append(step_flops(cfg, int(r.prompt_mask_BxP.sum()), int(r.lengths_BxG.sum()), mode == "lora"))
-        compiled.append(step_fn._cache_size() + sample._cache_size() > programs)
-        print(f"  ours {mode} step {i}: {times[-1]:.1f} s{' (compiled a new shape)' if compiled[-1] else ''} (generate {r.timing['generate']:.1f} s, reward "
-              f"{r.timing['reward']:.2f} s, update {time.perf_counter() - t_update:.1f} s; prompts "
-              f"{batch.prompt_BxP.shape}, completions {batch.completion_BxGxC.shape}, shorter half {short})", flush=True)
+        flops.append(step_flops(cfg, int(r.prompt_lengths_B.sum()), int(r.lengths_BxG.sum()), mode == "lora"))
+        compiled.append(trainer.step_fn.jitted._cache_size() + sampler._cache_size() > programs)
+        print(f"  ours {mode} step {i}: {times[-1]:.1f} s{' (compiled a new shape)' if compiled[-1] else ''} "
+              f"(generate {metrics['timing_s/generate']:.1f} s, reward {metrics['timing_s/reward']:.2f} s, update "
+              f"{metrics['timing_s/update']:.1f} s; longest completion {int(r.lengths_BxG.max())} tokens)", flush=True)
     # A step that compiled a new shape (the first, or a new completion bucket) pays a one-time cost; the
     # figure is the median of the steps that did not.
     steady = [i for i, c in enumerate(compiled) if not c] or list(range(len(times)))
@@ -148,14 +150,14 @@ def main() -> None:
     peak = matmul_peak_gflops(dtype)
     model_dir = None
     if not args.no_trl:
-        from rft_jax.train.export import export_model  # noqa: PLC0415
+        from rft_jax.checkpoint.export import export_model  # noqa: PLC0415
 
         model_dir = tempfile.mkdtemp()
         export_model(model_dir, cfg, params, tokenizer)  # TRL refuses GGUF-loaded models: plain safetensors
     print(f"matmul peak {peak:.0f} GFLOP/s ({dtype.name}); {PROMPTS} prompts x {GROUP} samples x {NEW_TOKENS} tokens")
     rows = []
     for mode in args.modes.split(","):
-        ours_s, flops = our_steps(mode, args.steps, cfg, params, tokenizer, examples, scorer, dtype)
+        ours_s, flops = our_steps(mode, args.steps, cfg, params, tokenizer, examples, scorer)
         trl_s = trl_steps(mode, args.steps, model_dir, examples) if model_dir else float("nan")
         rows.append((mode, ours_s, trl_s, flops / ours_s / 1e9))
         peak = max(peak, matmul_peak_gflops(dtype))  # the best reading of the run (the machine is shared)

@@ -9,14 +9,15 @@ unembedding (the training use):
 - peak memory: `temp + output` bytes of the compiled executable (`compiled.memory_analysis()`),
   i.e. XLA's buffer assignment, which packs temporaries into one arena sized at their peak. The
   arguments (hidden, unembedding, ids) are the same for every implementation and left out. It
-  needs only compilation, so it is reported for the whole issue grid even where the naive version
+  needs only compilation, so it is reported for the whole GRID even where the naive version
   could not run on this machine.
 - time: wall clock of the compiled step, implementations interleaved within each repeat (the
   machine is shared, so interleaving keeps the comparison fair) and the minimum kept.
 "naive" is kernels/fused_logprob/reference.py: full [N, V] float32 logits, autodiff backward.
 
-Goals (issue 4): memory <= 1/8 of naive at N=16k, V=151,936; on CPU xla_chunked no slower than
-naive; on GPU pallas_gpu at least as fast as naive and within 2x of the roofline bound printed.
+Targets, i.e. what makes the kernel worth having: memory <= 1/8 of naive at N=16k, V=151,936; on CPU
+xla_chunked no slower than naive; on GPU pallas_gpu at least as fast as naive and within 2x of the
+roofline bound printed.
 """
 
 from __future__ import annotations
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=_parse_sizes, default=None,
                         help="timed sizes N:V:D,... (default: CPU 4096:49152:576,4096:151936:576; GPU the grid)")
     parser.add_argument("--memory-sizes", type=_parse_sizes, default=GRID,
-                        help="compile-only memory sizes N:V:D,... (default: the issue's 8-point grid)")
+                        help="compile-only memory sizes N:V:D,... (default: GRID, N x V x D = 2 x 2 x 2 points)")
     parser.add_argument("--memory-only", action="store_true", help="skip timing")
     parser.add_argument("--repeats", type=int, default=1 if not on_gpu else 10,
                         help="timed runs per implementation after one warm-up (min is kept)")

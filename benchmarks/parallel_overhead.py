@@ -28,7 +28,8 @@ from rft_jax.grpo import GRPOLossConfig, OptimizerConfig, make_optimizer  # noqa
 from rft_jax.hugepages import reexec_with_hugepages  # noqa: E402
 from rft_jax.model import ModelConfig, init_params  # noqa: E402
 from rft_jax.model.lora import LoraConfig, init_lora  # noqa: E402
-from rft_jax.parallel import MeshConfig, jit_sharded_train_step, make_mesh, place, step_shardings  # noqa: E402
+from rft_jax.parallel import MeshConfig, make_mesh, place  # noqa: E402
+from rft_jax.train.sharded_step import jit_sharded_train_step, step_shardings  # noqa: E402
 from rft_jax.train.step import RolloutBatch, StepSettings, TrainState, jit_train_step  # noqa: E402
 
 TINY = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -45,7 +46,7 @@ def batch() -> RolloutBatch:
     tokens = rng.integers(3, 64, (B, G, C)).astype(np.int32)
     return RolloutBatch(rng.integers(3, 64, (B, P)).astype(np.int32), np.ones((B, P), bool), tokens,
                         np.ones((B, G, C), bool), np.zeros((B, G, C), np.float32),
-                        rng.standard_normal((B, G)).astype(np.float32), np.zeros((B, G), bool))
+                        rng.standard_normal((B, G)).astype(np.float32), np.zeros((B, G), bool)).with_loss_mask()
 
 
 def step_ms(mode: str, layout: MeshConfig | None, devices: int) -> float:

@@ -7,20 +7,24 @@ Result:    see the README's before/after table (held-out test split, 200 problem
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from rft_jax.data.tasks.prompt import PromptStyle
 from rft_jax.grpo import GRPOLossConfig, OptimizerConfig
 from rft_jax.model.lora import LoraConfig
-from rft_jax.train.config import (DataConfig, EvalConfig, SamplingConfig, TaskData, TrainConfig,
-                                  WarmStartConfig)
+from rft_jax.rewards.spec import RewardSpec
+from rft_jax.train.config import DataConfig, EvalConfig, SamplingConfig, TaskData, TrainConfig, WarmStartConfig
+
+STRICT = RewardSpec("math_answer", {"mode": "strict_line"})  # the `ANSWER: <n>` line is right
+LOOSE = RewardSpec("math_answer", {"mode": "last_number"})  # the last number is right
+FORMAT = RewardSpec("answer_format")  # the line is there
 
 # Loose correctness gives the signal the base model can already earn; the format
 # terms reward the required final line, and strict = both at once.
-REWARD = ('{"name": "aggregate", "components": {'
-          '"loose": {"name": "math_answer", "mode": "last_number", "weight": 0.5},'
-          '"format": {"name": "answer_format", "weight": 0.25},'
-          '"strict": {"name": "math_answer", "mode": "strict_line", "weight": 1.0}}}')
+REWARD = RewardSpec.aggregate(loose=dataclasses.replace(LOOSE, weight=0.5),
+                              format=dataclasses.replace(FORMAT, weight=0.25),
+                              strict=STRICT)
 
 CONFIG = TrainConfig(
     data=DataConfig(task=TaskData(name="arithmetic", levels=("two_operand", "one_step"), num_train=2000, num_val=16, num_test=200,
@@ -31,7 +35,7 @@ CONFIG = TrainConfig(
     loss=GRPOLossConfig(),
     optimizer=OptimizerConfig(learning_rate=2e-4, warmup_steps=2, weight_decay=0.0),
     sampling=SamplingConfig(samples_per_prompt=8, temperature=0.8, max_new_tokens=64),
-    evaluation=EvalConfig(interval=5),
+    evaluation=EvalConfig(interval=5, views=(("strict", STRICT), ("loose", LOOSE), ("format", FORMAT))),
     warm_start=WarmStartConfig(steps=3, num_demos=64, batch_size=16, learning_rate=1e-4),
     batch_size=4,
     max_steps=200,
@@ -40,8 +44,8 @@ CONFIG = TrainConfig(
 )
 
 if __name__ == "__main__":
+    from rft_jax.cli.train import cli_with_default  # noqa: PLC0415
     from rft_jax.hugepages import reexec_with_hugepages  # noqa: PLC0415
-    from rft_jax.train.main import cli_with_default  # noqa: PLC0415
 
     reexec_with_hugepages()
 

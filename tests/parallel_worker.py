@@ -34,14 +34,14 @@ def reward(tokens_GxC: np.ndarray, mask_GxC: np.ndarray) -> np.ndarray:
 
 
 def two_steps(out_dir: str) -> dict:
+    from rft_jax.checkpoint.store import RunCheckpoints
     from rft_jax.grpo import GRPOLossConfig, OptimizerConfig, group_advantages, make_optimizer
     from rft_jax.model import ModelConfig, init_params
     from rft_jax.model.lora import LoraConfig, init_lora
-    from rft_jax.parallel import (MeshConfig, gather_rows, jit_sharded_train_step, make_mesh, place,
-                                  process_share, step_shardings, to_host)
-    from rft_jax.parallel.rollout import sample_global
+    from rft_jax.parallel import MeshConfig, gather_rows, make_mesh, place, process_share, to_host
     from rft_jax.sampling import SamplingParams
-    from rft_jax.train.checkpoint import RunCheckpoints
+    from rft_jax.sampling.generate import generate_ids
+    from rft_jax.train.sharded_step import jit_sharded_train_step, step_shardings
     from rft_jax.train.step import RolloutBatch, StepSettings, TrainState
 
     cfg = ModelConfig(**TINY)
@@ -56,14 +56,14 @@ def two_steps(out_dir: str) -> dict:
     ids, share = prompts(), process_share(B)
     record = {"losses": [], "tokens": []}
     for i in range(2):
-        r, ptoks, pmask = sample_global(mesh, params, cfg, ids, jax.random.key(10 + i),
-                                        sampling=SamplingParams(1.0), num_samples=G, max_new_tokens=C, eos_ids=(1,),
-                                        pad_id=0, lora=state.trainable)
+        r, ptoks, pmask = generate_ids(params, cfg, ids, jax.random.key(10 + i), sampling=SamplingParams(1.0),
+                                       num_samples=G, max_new_tokens=C, eos_ids=(1,), pad_id=0, lora=state.trainable,
+                                       mesh=mesh)
         mine = np.stack([reward(t, m) for t, m in zip(r.tokens_BxGxC[share], r.mask_BxGxC[share])])
         rewards = gather_rows(mine)  # every process's share, in process order
         batch = RolloutBatch(ptoks, pmask, r.tokens_BxGxC, r.mask_BxGxC, r.logprobs_BxGxC,
                              np.asarray(group_advantages(jnp.asarray(rewards))), ~r.stopped_BxG)
-        state, metrics = step(state, params, None, place(batch, sh.batch))
+        state, metrics = step(state, params, None, place(batch.with_loss_mask(), sh.batch))
         record["losses"].append(float(metrics["actor/loss"]))
         record["tokens"].append(r.tokens_BxGxC.tolist())
     ckpt = RunCheckpoints(out_dir)

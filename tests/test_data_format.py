@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from rft_jax.cli.data import main as data_main
 from rft_jax.data import DatasetError, Example, load_dataset, validate_lines
-from rft_jax.data.cli import main as data_main
 from rft_jax.data.example import stable_id
 
 
@@ -125,6 +125,6 @@ def test_validate_cli_exit_status_and_summary(tmp_path, capsys):
 def test_data_and_reward_commands_do_not_import_jax():
     import subprocess
     import sys
-    code = ("import sys, rft_jax.data.cli, rft_jax.rewards.cli, rft_jax.rewards.registry; "
+    code = ("import sys, rft_jax.cli, rft_jax.cli.data, rft_jax.cli.reward, rft_jax.rewards.registry; "
             "sys.exit('jax' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

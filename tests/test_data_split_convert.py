@@ -3,8 +3,8 @@
 import collections
 import json
 
+from rft_jax.cli.data import main as data_main
 from rft_jax.data import Example, load_dataset
-from rft_jax.data.cli import main as data_main
 from rft_jax.data.convert import convert_lines
 from rft_jax.data.split import split_examples
 

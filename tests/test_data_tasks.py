@@ -4,8 +4,8 @@ import os
 
 import pytest
 
+from rft_jax.cli.data import main as data_main
 from rft_jax.data import load_dataset
-from rft_jax.data.cli import main as data_main
 from rft_jax.data.tasks.arithmetic import LEVELS, generate_arithmetic
 from rft_jax.data.tasks.json_extraction import generate_json_extraction
 from rft_jax.data.tasks.prompt import PromptStyle

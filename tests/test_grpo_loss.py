@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rft_jax.grpo import AGGREGATIONS, KL_ESTIMATORS, GRPOLossConfig, clipped_surrogate, grpo_loss
+from rft_jax.grpo import AGGREGATIONS, KL_ESTIMATORS, AdvantageConfig, GRPOLossConfig, clipped_surrogate, grpo_loss
 
 LN = math.log
 
@@ -143,9 +143,11 @@ def test_missing_inputs_and_bad_config_fail_loudly():
         grpo_loss(LOGP_BxC, OLD_BxC, ADV_B, MASK, GRPOLossConfig(entropy_coef=0.1))
     with pytest.raises(ValueError, match="truncated"):
         grpo_loss(LOGP_BxC, OLD_BxC, ADV_B, MASK, GRPOLossConfig(mask_truncated=True))
-    for bad in [dict(kl_estimator="k4"), dict(aggregation="sum"), dict(advantage="ppo"), dict(epsilon_low=1.0)]:
+    for bad in [dict(kl_estimator="k4"), dict(aggregation="sum"), dict(epsilon_low=1.0)]:
         with pytest.raises(ValueError):
             GRPOLossConfig(**bad)
+    with pytest.raises(ValueError, match="estimator"):
+        AdvantageConfig(estimator="ppo")
 
 
 def test_grpo_loss_jits_with_config_closed_over():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rft_jax.judge.parse import JudgeParseError, parse_verdict
-from rft_jax.judge.rubric import parse_rubric
+from rft_jax.rewards.judge.parse import JudgeParseError, parse_verdict
+from rft_jax.rewards.judge.rubric import parse_rubric
 
 SCALE = parse_rubric({"text": "t", "scale": [1, 10]})
 LABELS = parse_rubric({"text": "t", "labels": {"very good": 1.0, "good": 0.75, "ok": 0.5, "bad": 0.0}})

@@ -7,12 +7,12 @@ import re
 import pytest
 
 from rft_jax.data.example import Example
-from rft_jax.judge import Judge, parse_rubric
-from rft_jax.judge.backend_http import JudgeBackendError
+from rft_jax.rewards.judge import Judge, parse_rubric
+from rft_jax.rewards.judge.backend_http import JudgeBackendError
 from rft_jax.rewards.reward_test import run_reward_test
 from rft_jax.rewards.scorer import build_reward
 
-JUDGE = "rft_jax.judge.reward:judge_reward"  # until the registry row lands, a module:function spec
+JUDGE = "rft_jax.rewards.judge.reward:judge_reward"  # until the registry row lands, a module:function spec
 
 
 def example(i: int = 0, reference: str | None = "Paris") -> Example:
@@ -86,7 +86,7 @@ def test_pairwise_group_and_reference():
 
 def test_judge_in_an_aggregate_with_a_rule_reward(monkeypatch):
     backend = FakeBackend()
-    monkeypatch.setattr("rft_jax.judge.reward.JudgeConfig.build",
+    monkeypatch.setattr("rft_jax.rewards.judge.reward.JudgeConfig.build",
                         lambda self: Judge(parse_rubric(self.rubric), backend))
     scorer = build_reward({"name": "aggregate", "components": {
         "judge": {"name": JUDGE, "rubric": "Correct?", "weight": 0.5},
@@ -102,8 +102,9 @@ def test_judge_in_an_aggregate_with_a_rule_reward(monkeypatch):
 
 @pytest.fixture(scope="module")
 def judge_server():
-    from rft_jax.serving import BackgroundServer, Engine, EngineConfig, make_app
     from test_serving_support import scripted_model, smollm2_tokenizer
+
+    from rft_jax.serving import BackgroundServer, Engine, EngineConfig, make_app
 
     tok = smollm2_tokenizer()
     cfg, params = scripted_model(tok, "Clear enough. Score: 7")
@@ -128,8 +129,8 @@ def test_judge_served_by_rft_jax_serve(judge_server):
 
 
 def test_local_backend_and_unreachable_endpoint(judge_server):
-    from rft_jax.judge.backend_local import LocalBackend
-    from rft_jax.judge.backend_http import OpenAIBackend
+    from rft_jax.rewards.judge.backend_http import OpenAIBackend
+    from rft_jax.rewards.judge.backend_local import LocalBackend
 
     local = LocalBackend("scripted", loaded=judge_server[2])
     judge = Judge(parse_rubric("Clear?"), local, samples=2)

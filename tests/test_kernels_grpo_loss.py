@@ -6,12 +6,15 @@ the same bf16 values, so the value agrees to 1e-5; the gradient is returned in
 bf16 and agrees to 1e-2 relative (one bf16 rounding, 2⁻⁷ = 0.8%).
 """
 
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kernels.grpo_loss import BlockSizes, api
+from kernels.grpo_loss import BlockSizes, LossParams, api
 from rft_jax.grpo import GRPOLossConfig, grpo_loss
 
 # 3 x 37 = 111 tokens in blocks of 32: the last block is partial.
@@ -115,7 +118,7 @@ def test_flat_token_counts():
         out = {}
         for n, (logp_N, rest) in per_n.items():
             for b in ["reference", "xla_chunked", "pallas_interpret"]:
-                f = lambda lp: api.grpo_token_loss(lp, *rest, cfg=cfg, block=SMALL, **BACKENDS[b])  # noqa: E731
+                f = lambda lp, rest=rest, b=b: api.grpo_token_loss(lp, *rest, cfg=cfg, block=SMALL, **BACKENDS[b])  # noqa: E731
                 out[n, b] = jax.value_and_grad(f, has_aux=True)(logp_N)
         return out
 
@@ -153,6 +156,23 @@ def test_dispatch_never_falls_back():
         call(implementation="xla_chunked", interpret=True)
 
 
+def test_loss_params_from_config():
+    cfg = CONFIGS["k2_sum_norm"]
+    params = LossParams.from_config(cfg)
+    assert (params.beta, params.kl_estimator, params.aggregation, params.norm_length) == (0.3, "k2", cfg.aggregation, 50)
+    assert LossParams.from_config(params) is params
+    with pytest.raises(ValueError, match="kl_estimator"):
+        LossParams(kl_estimator="k4")
+
+
+def test_kernels_never_import_rft_jax():
+    """kernels/ is a leaf: rft_jax may import it, never the other way round."""
+    code = ("import sys, kernels.layout, kernels.fused_logprob, kernels.grpo_loss; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'rft_jax'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_pallas_kernel_lowers_to_triton_without_a_gpu():
     """Cross-lowers for CUDA on this CPU machine: checks block shapes and ops are Triton-legal."""
     from kernels.grpo_loss import pallas_gpu
@@ -162,7 +182,7 @@ def test_pallas_kernel_lowers_to_triton_without_a_gpu():
     logp = jax.ShapeDtypeStruct((n,), jnp.bfloat16)
 
     def fn(lp, *rest):
-        return jax.grad(lambda x: pallas_gpu.grpo_token_loss(x, *rest, GRPOLossConfig(beta=0.1), BlockSizes())[0])(lp)
+        return jax.grad(lambda x: pallas_gpu.grpo_token_loss(x, *rest, LossParams(beta=0.1), BlockSizes())[0])(lp)
 
     hlo = jax.jit(fn).trace(logp, f32, f32, f32, f32, f32).lower(lowering_platforms=("cuda",)).as_text()
     assert "xla.gpu.triton" in hlo

@@ -15,10 +15,10 @@ import pytest
 from kernels.fused_logprob.api import token_logprobs_and_entropy
 from rft_jax.model import ModelConfig, init_params
 from rft_jax.model.layers import lora_delta
-from rft_jax.model.precision import mixed_einsum
+from rft_jax.model.logprobs import completion_logprobs
 from rft_jax.model.lora import LoraConfig, init_lora
+from rft_jax.model.precision import mixed_einsum
 from rft_jax.sampling import SamplingParams, sample
-from rft_jax.train.policy import completion_logprobs
 
 TINY = ModelConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                    head_dim=8)

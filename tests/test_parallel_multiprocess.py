@@ -69,10 +69,10 @@ def test_two_processes_match_one_and_their_checkpoint_restores_in_one(tmp_path):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-6), got["trainable"],
                  want["trainable"], is_leaf=lambda x: isinstance(x, list))
 
+    from rft_jax.checkpoint.store import RunCheckpoints
     from rft_jax.grpo import OptimizerConfig, make_optimizer
     from rft_jax.model import ModelConfig
     from rft_jax.model.lora import LoraConfig, init_lora
-    from rft_jax.train.checkpoint import RunCheckpoints
     from rft_jax.train.step import TrainState
 
     lora = init_lora(ModelConfig(**parallel_worker.TINY), LoraConfig(rank=4), jax.random.key(7))

@@ -11,8 +11,16 @@ from jax.sharding import PartitionSpec as P
 from rft_jax.grpo import OptimizerConfig, make_optimizer
 from rft_jax.model import KV, ModelConfig, init_params
 from rft_jax.model.lora import LoraConfig, init_lora
-from rft_jax.parallel import (MeshConfig, cache_sharding, lora_shardings, make_mesh, mesh_shape, param_shardings,
-                              place, step_shardings)
+from rft_jax.parallel import (
+    MeshConfig,
+    cache_sharding,
+    lora_shardings,
+    make_mesh,
+    mesh_shape,
+    param_shardings,
+    place,
+    step_shardings,
+)
 from rft_jax.parallel.rules import decode_kv_shardings
 from rft_jax.train.step import TrainState
 

@@ -11,9 +11,10 @@ import pytest
 from rft_jax.grpo import GRPOLossConfig, OptimizerConfig, group_advantages, make_optimizer
 from rft_jax.model import ModelConfig, init_params
 from rft_jax.model.lora import LoraConfig, init_lora
-from rft_jax.parallel import MeshConfig, jit_sharded_train_step, make_mesh, param_shardings, place, step_shardings
-from rft_jax.parallel.rollout import sample_global
+from rft_jax.parallel import MeshConfig, make_mesh, param_shardings, place
 from rft_jax.sampling import SamplingParams, sample
+from rft_jax.sampling.generate import generate_ids
+from rft_jax.train.sharded_step import jit_sharded_train_step, step_shardings
 from rft_jax.train.step import RolloutBatch, StepSettings, TrainState, jit_train_step
 
 TINY = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -47,7 +48,7 @@ def setup():
                  params_sampling=SamplingParams(1.0), num_samples=G, max_new_tokens=C, eos_ids=(1,), pad_id=0)
     rewards = jnp.mean((out.tokens_BxGxC % 3 == 0) & out.mask_BxGxC, axis=-1).astype(jnp.float32)
     batch = RolloutBatch(jnp.asarray(tokens), jnp.asarray(mask), out.tokens_BxGxC, out.mask_BxGxC,
-                         out.logprobs_BxGxC, group_advantages(rewards), ~out.stopped_BxG)
+                         out.logprobs_BxGxC, group_advantages(rewards), ~out.stopped_BxG).with_loss_mask()
     return params, batch
 
 
@@ -85,10 +86,10 @@ def test_sharded_step_matches_unsharded(setup, mode):
     for name, layout in LAYOUTS.items():
         losses, got = _two_steps(params, batch, mode, layout)
         np.testing.assert_allclose(losses, want_losses, **LOSS_TOL, err_msg=name)
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), **PARAM_TOL,
-                                                             err_msg=name), got.trainable, want.trainable)
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), **MOMENT_TOL,
-                                                             err_msg=name), got.opt_state, want.opt_state)
+        jax.tree.map(lambda a, b, name=name: np.testing.assert_allclose(np.asarray(a), np.asarray(b), **PARAM_TOL,
+                                                                        err_msg=name), got.trainable, want.trainable)
+        jax.tree.map(lambda a, b, name=name: np.testing.assert_allclose(np.asarray(a), np.asarray(b), **MOMENT_TOL,
+                                                                        err_msg=name), got.opt_state, want.opt_state)
         # out_shardings keep the new state where the rules put the old one.
         assert jax.tree.leaves(got.trainable)[0].sharding.mesh.shape == make_mesh(layout).shape
 
@@ -99,9 +100,9 @@ def test_sampler_gives_the_same_tokens_under_each_layout(setup, name):
     ids, tokens, mask = _prompts()
     kw = dict(params_sampling=SamplingParams(1.0), num_samples=G, max_new_tokens=16, eos_ids=(1,), pad_id=0)
     mesh = make_mesh(LAYOUTS[name])
-    got, got_tokens, _ = sample_global(mesh, place(params, param_shardings(params, mesh)), TINY, ids,
-                                       jax.random.key(9), sampling=kw["params_sampling"], num_samples=G,
-                                       max_new_tokens=16, eos_ids=(1,), pad_id=0)
+    got, got_tokens, _ = generate_ids(place(params, param_shardings(params, mesh)), TINY, ids, jax.random.key(9),
+                                      sampling=kw["params_sampling"], num_samples=G, max_new_tokens=16, eos_ids=(1,),
+                                      pad_id=0, mesh=mesh)
     # generate_ids pads prompts to the 32-token bucket; do the same for the unsharded reference.
     pad = np.zeros((B, 32 - P), np.int32)
     want = sample(params, TINY, jnp.asarray(np.concatenate([pad, tokens], 1)),

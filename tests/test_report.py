@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rft_jax.evaluation import baseline_verdict, summarize_samples
-from rft_jax.evaluation import report
+from rft_jax.cli import report as report_cli
+from rft_jax.evaluation import baseline_verdict, report, summarize_samples
 from rft_jax.monitoring import MetricsWriter, names
 
 STEPS = 80
@@ -117,11 +117,11 @@ def test_cli(tmp_path, capsys):
     run_dir = tmp_path / "run"
     with MetricsWriter(run_dir, console=False, tensorboard=False, alarm_config=None) as writer:
         writer.write(1, {names.ENTROPY: 1.0})  # one panel: the CLI, not the plotting, is under test
-    assert report.main([str(run_dir), "--out", str(tmp_path / "out"), "--examples", "2"]) == 0
+    assert report_cli.main([str(run_dir), "--out", str(tmp_path / "out"), "--examples", "2"]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "out" / "report.html")
-    assert report.main([str(tmp_path / "missing")]) == 2
+    assert report_cli.main([str(tmp_path / "missing")]) == 2
     (tmp_path / "empty").mkdir()
-    assert report.main([str(tmp_path / "empty")]) == 2
+    assert report_cli.main([str(tmp_path / "empty")]) == 2
 
 
 def test_report_of_a_run_without_evals(tmp_path):

@@ -12,9 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from rft_jax.cli.reward import main as reward_main
 from rft_jax.data import Example
 from rft_jax.rewards import build_reward
-from rft_jax.rewards.cli import main as reward_main
 from rft_jax.rewards.remote.client import remote_reward_batch
 from rft_jax.rewards.remote.server import start_in_thread
 

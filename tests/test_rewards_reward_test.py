@@ -3,9 +3,9 @@
 import json
 import os
 
+from rft_jax.cli.reward import main as reward_main
 from rft_jax.data.tasks.arithmetic import generate_arithmetic
 from rft_jax.rewards import build_reward
-from rft_jax.rewards.cli import main as reward_main
 from rft_jax.rewards.reward_test import run_reward_test
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "..", "experiments", "data", "arithmetic_sample.jsonl")

@@ -14,9 +14,9 @@ import urllib.request
 
 import openai
 import pytest
+from test_serving_support import scripted_model, smollm2_tokenizer
 
 from rft_jax.serving import BackgroundServer, Engine, EngineConfig, make_app
-from test_serving_support import scripted_model, smollm2_tokenizer
 
 SCRIPT = "The answer is clear. Score: 7"
 MODEL = "scripted"

@@ -14,23 +14,24 @@ import jax
 import numpy as np
 import pytest
 
+from rft_jax.checkpoint.export import export_model
+from rft_jax.checkpoint.store import CheckpointError, find_checkpoint, restore_policy
+from rft_jax.cli.eval import main as eval_main
 from rft_jax.data import Example
 from rft_jax.evaluation.evaluate import evaluate
-from rft_jax.evaluation.evaluate import main as eval_main
 from rft_jax.model import ModelConfig, init_params, load_model
 from rft_jax.model.lora import LoraConfig
 from rft_jax.model.tokenizer import tokenizer_from_hf_folder
 from rft_jax.rewards import build_reward
+from rft_jax.rewards.spec import RewardSpec
 from rft_jax.sft.config import SFTConfig
 from rft_jax.sft.run import run_sft
-from rft_jax.train.checkpoint import CheckpointError, find_checkpoint, restore_policy
 from rft_jax.train.config import DataConfig, ModelSpec, SamplingConfig
-from rft_jax.train.export import export_model
 from rft_jax.train.loop import run
 from tests.test_train_run import tiny_config
 
 ANSWERS = ["red", "blue", "green", "gold"]
-EXACT = '{"name": "string_check", "operation": "eq"}'
+EXACT = RewardSpec("string_check", {"operation": "eq"})
 SFT_STEPS = 40
 SFT_LOSS_BOUND = 0.05  # memorised: the mean target-token NLL of the last 5 steps (it starts near ln 264 = 5.6)
 
@@ -130,7 +131,7 @@ def test_rft_init_from_a_missing_run_is_refused(tiny_model, tmp_path):
 
 def test_eval_checkpoint_scores_like_the_exported_model(sft_run, data, tmp_path, capsys):
     sft_dir, _ = sft_run
-    common = ["--data", data, "--reward", EXACT, "--max-new-tokens", "8"]
+    common = ["--data", data, "--reward", json.dumps(EXACT.to_json()), "--max-new-tokens", "8"]
     assert eval_main(["--checkpoint", sft_dir, *common, "--out", str(tmp_path / "ckpt.json")]) == 0
     assert f"(latest checkpoint, step {SFT_STEPS})" in capsys.readouterr().out
     assert eval_main(["--model", str(Path(sft_dir) / "export" / "model"), *common,

@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from rft_jax.checkpoint.export import export_model
 from rft_jax.data.problems import DatasetError
 from rft_jax.grpo import OptimizerConfig
 from rft_jax.model import ModelConfig, init_params
+from rft_jax.rewards.spec import RewardSpec
 from rft_jax.train.config import DataConfig, EvalConfig, SamplingConfig, TaskData, TrainConfig
-from rft_jax.train.export import export_model
 from rft_jax.train.loop import run
 from rft_jax.train.setup import ConfigError, set_aside_previous_run
 
@@ -41,7 +42,7 @@ def tiny_model(tmp_path_factory, smollm2):
 def tiny_config(model: str, out_dir: str, **overrides) -> TrainConfig:
     base = TrainConfig(
         data=DataConfig(task=TaskData(name="arithmetic", num_train=16, num_val=4, num_test=0), max_prompt_tokens=128),
-        reward="tests.toy_rewards:brevity", require_signal=False, batch_size=2, max_steps=4,
+        reward=RewardSpec("tests.toy_rewards:brevity"), require_signal=False, batch_size=2, max_steps=4,
         sampling=SamplingConfig(samples_per_prompt=4, max_new_tokens=16), evaluation=EvalConfig(interval=100),
         optimizer=OptimizerConfig(learning_rate=1e-2), out_dir=out_dir, seed=0)
     base = dataclasses.replace(base, model=dataclasses.replace(base.model, name=model, compute_dtype="float32"))
@@ -50,7 +51,7 @@ def tiny_config(model: str, out_dir: str, **overrides) -> TrainConfig:
 
 def test_unknown_reward_is_refused_before_compute(tiny_model, tmp_path):
     with pytest.raises(ConfigError, match="unknown reward 'no_such_reward'"):
-        run(tiny_config(tiny_model, str(tmp_path), reward="no_such_reward"))
+        run(tiny_config(tiny_model, str(tmp_path), reward=RewardSpec("no_such_reward")))
 
 
 def test_invalid_dataset_is_refused_with_line_and_field(tiny_model, tmp_path):

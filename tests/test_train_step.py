@@ -7,12 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rft_jax.data.example import Example
 from rft_jax.grpo import GRPOLossConfig, OptimizerConfig, group_advantages, make_optimizer
 from rft_jax.model import ModelConfig, init_params, sequence_forward
+from rft_jax.model.logprobs import completion_logprobs
 from rft_jax.model.lora import LoraConfig, init_lora, load_peft_adapter, merge_lora, save_peft_adapter
+from rft_jax.rollout.batch import pack_groups, short_completion_len
+from rft_jax.rollout.episode import Episode
 from rft_jax.sampling import SamplingParams, sample
-from rft_jax.train.policy import completion_logprobs
-from rft_jax.train.rollout import ScoredRollouts, short_completion_len, to_batch
 from rft_jax.train.step import RolloutBatch, StepSettings, TrainState, batch_loss, jit_train_step
 
 TINY = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -119,12 +121,13 @@ def test_shorter_half_of_the_completions_trains_on_a_narrower_bucket():
     b, g, c = 2, 4, 32
     lengths = np.array([[3, 30, 5, 32], [32, 9, 14, 2]])
     tokens = rng.integers(3, 64, (b, g, c)).astype(np.int32)
-    mask = np.arange(c)[None, None] < lengths[..., None]
-    r = ScoredRollouts(np.asarray(_tokens((b, 5), seed=2)), np.ones((b, 5), bool).copy(), np.where(mask, tokens, 0),
-                       mask, np.where(mask, -1.0, 0.0).astype(np.float32), lengths, lengths == c,
-                       [[""] * g] * b, rng.random((b, g)).astype(np.float32), {}, np.zeros((b, g), bool), {})
-    r.prompt_mask_BxP[1, :2] = False
-    batch, _ = to_batch(r, advantage_mode="grpo", advantage_eps=1e-6, max_new_tokens=c)
+    prompts = np.asarray(_tokens((b, 5), seed=2))
+    example = Example("x", [{"role": "user", "content": "q"}])
+    groups = [[Episode.single_turn(example, prompts[i, 2 * i:], tokens[i, j, :n], np.full(n, -1.0), policy_version=0,
+                                   finish_reason="length" if n == c else "stop")
+               for j, n in enumerate(lengths[i])] for i in range(b)]  # prompt 1 is 3 tokens: 2 of padding
+    batch = pack_groups(groups, rng.standard_normal((b, g)), pad_id=0, max_completion_tokens=c)
+    assert batch.prompt_BxP.shape == (b, 32) and not batch.prompt_mask_BxP[1, :-3].any()
     short = short_completion_len(batch)
     assert short == 16  # the four shorter completions end within 9 tokens
     assert short_completion_len(batch, microbatches=2) == 16 and short_completion_len(batch._replace(

@@ -1,4 +1,4 @@
-"""Fused log-prob / entropy from hidden states (issue 4).
+"""Fused log-prob / entropy from hidden states, without materialising the [N, V] logits.
 
 Entry point: `api.token_logprobs_and_entropy`; oracle: `reference.py`.
 """

@@ -14,7 +14,7 @@ kernels/grpo_loss.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

@@ -33,7 +33,7 @@ class BlockSizes:
     num_stages: int = 2
 
     def __post_init__(self):
-        # Validation only, no mutation (STYLE.md): bad sizes fail at construction.
+        # Validation only, no mutation, so the object holds what was passed: bad sizes fail at construction.
         for name in ("vocab", "depth", "num_warps", "num_stages"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"BlockSizes.{name} must be positive, got {self}")

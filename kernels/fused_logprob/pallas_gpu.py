@@ -39,7 +39,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 from kernels.fused_logprob import tile_math
-from kernels.fused_logprob.block_sizes import BlockSizes, PALLAS_GPU
+from kernels.fused_logprob.block_sizes import PALLAS_GPU, BlockSizes
 
 
 def _check_blocks(blocks: BlockSizes) -> None:

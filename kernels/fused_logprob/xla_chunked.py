@@ -22,8 +22,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from kernels.fused_logprob import tile_math
-from kernels.fused_logprob.block_sizes import BlockSizes, XLA_CHUNKED
-from rft_jax.model.precision import rows_last
+from kernels.fused_logprob.block_sizes import XLA_CHUNKED, BlockSizes
+from kernels.layout import rows_last
 
 
 def _vocab_loop(body, carry, vocab_size: int, block: int):

@@ -5,7 +5,9 @@
 is a drop-in for `rft_jax.grpo.grpo_loss` (same arguments, same metrics), whose
 per-token pass (ratio, clip, KL, masks, aggregation weights) and its gradient run
 fused. Only `logp_BxC` (and `entropy_BxC`) are differentiated; old/ref log-probs
-and advantages are constants, as in every GRPO trainer.
+and advantages are constants, as in every GRPO trainer. `cfg` is a `LossParams`
+or any object with its fields (rft_jax's `GRPOLossConfig`, say): kernels/ never
+imports rft_jax.
 
 An explicitly requested backend that cannot run raises; it never falls back.
 """
@@ -17,7 +19,8 @@ import jax.numpy as jnp
 
 from kernels.grpo_loss import pallas_gpu, reference, xla_chunked
 from kernels.grpo_loss.block_sizes import BlockSizes
-from rft_jax.grpo.loss import GRPOLossConfig, check_inputs, loss_weights
+from kernels.grpo_loss.params import LossParams
+from kernels.grpo_loss.reference import check_inputs, loss_weights
 
 IMPLEMENTATIONS = {
     "reference": reference.grpo_token_loss,
@@ -32,10 +35,11 @@ def best_implementation() -> str:
 
 def grpo_token_loss(
     logp_N, old_logp_N, adv_N, weight_N, valid_N, ref_logp_N=None, *,
-    cfg: GRPOLossConfig, implementation: str | None = None, block: BlockSizes = BlockSizes(),
+    cfg, implementation: str | None = None, block: BlockSizes = BlockSizes(),
     interpret: bool = False,
 ):
     """(loss, sums) over flat tokens [N]; `interpret=True` runs the Pallas kernel on CPU."""
+    cfg = LossParams.from_config(cfg)
     name = implementation or best_implementation()
     if name not in IMPLEMENTATIONS:
         raise ValueError(f"unknown implementation {name!r}; choose from {sorted(IMPLEMENTATIONS)}")
@@ -52,11 +56,12 @@ def grpo_token_loss(
 
 
 def grpo_loss(
-    logp_BxC, old_logp_BxC, advantages_B, mask_BxC, cfg: GRPOLossConfig, *,
+    logp_BxC, old_logp_BxC, advantages_B, mask_BxC, cfg, *,
     ref_logp_BxC=None, entropy_BxC=None, truncated_B=None,
     implementation: str | None = None, block: BlockSizes = BlockSizes(), interpret: bool = False,
 ):
     """Same contract as `rft_jax.grpo.grpo_loss`, computed by the chosen fused backend."""
+    cfg = LossParams.from_config(cfg)
     check_inputs(cfg, ref_logp_BxC, entropy_BxC)
     valid_BxC, weight_BxC = loss_weights(mask_BxC, cfg, truncated_B)
     flat = lambda x: None if x is None else x.reshape(-1)  # noqa: E731

@@ -1,7 +1,7 @@
 """Per-token value AND analytic d/d logp of the GRPO objective, shared by the fused backends.
 
-The values come from `rft_jax.grpo.loss.token_terms` (one definition of the math);
-only the derivatives are written here. With r = exp(logp - old_logp):
+The values come from `reference.token_terms` (the oracle's own math); only the
+derivatives are written here. With r = exp(logp - old_logp):
 
     d pg / d logp = 0 where the clip is active, else -A·r
     d kl / d logp = 1 (k1),  -x (k2),  1 - eˣ (k3),   x = ref_logp - logp
@@ -16,7 +16,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from rft_jax.grpo.loss import GRPOLossConfig, token_terms
+from kernels.grpo_loss.params import LossParams
+from kernels.grpo_loss.reference import token_terms
 
 KL_GRADS = {
     "k1": lambda x: jnp.ones_like(x),
@@ -28,11 +29,11 @@ KL_GRADS = {
 SUM_NAMES = ("loss", "pg", "kl", "clipped", "ppo_kl")
 
 
-def token_value_and_grad(logp, old_logp, adv, weight, valid_f, ref_logp, cfg: GRPOLossConfig):
+def token_value_and_grad(logp, old_logp, adv, weight, valid_f, ref_logp, cfg: LossParams):
     """(per-token contributions to each of SUM_NAMES, d loss / d logp), all f32.
 
     Inputs are any-shape float arrays; `valid_f` is the 0/1 token mask as floats,
-    `weight` the aggregation weight (see rft_jax/grpo/aggregation.py).
+    `weight` the aggregation weight (see reference.AGGREGATIONS).
     """
     f32 = lambda x: x.astype(jnp.float32)  # noqa: E731
     logp, old_logp, adv, weight, valid_f = map(f32, (logp, old_logp, adv, weight, valid_f))

@@ -19,10 +19,10 @@ from jax.experimental.pallas import triton as plt
 
 from kernels.grpo_loss.block_sizes import BlockSizes
 from kernels.grpo_loss.fused_math import SUM_NAMES, pad_to_multiple, token_value_and_grad, with_analytic_vjp
-from rft_jax.grpo.loss import GRPOLossConfig
+from kernels.grpo_loss.params import LossParams
 
 
-def _kernel(cfg: GRPOLossConfig, has_ref: bool, *refs):
+def _kernel(cfg: LossParams, has_ref: bool, *refs):
     n_in = 6 if has_ref else 5
     ins, (grad_ref, *sum_refs) = refs[:n_in], refs[n_in:]
     logp, old, adv, weight, valid, *ref = (r[...] for r in ins)

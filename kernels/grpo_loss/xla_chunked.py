@@ -13,10 +13,10 @@ import jax.numpy as jnp
 
 from kernels.grpo_loss.block_sizes import BlockSizes
 from kernels.grpo_loss.fused_math import pad_to_multiple, token_value_and_grad, with_analytic_vjp
-from rft_jax.grpo.loss import GRPOLossConfig
+from kernels.grpo_loss.params import LossParams
 
 
-def _forward(logp_N, old_N, adv_N, weight_N, valid_N, ref_N, cfg: GRPOLossConfig, block: BlockSizes):
+def _forward(logp_N, old_N, adv_N, weight_N, valid_N, ref_N, cfg: LossParams, block: BlockSizes):
     n = logp_N.shape[0]
     chunk = max(1, min(block.chunk_n, n))
     inputs = [logp_N, old_N, adv_N, weight_N, valid_N] + ([] if ref_N is None else [ref_N])

@@ -12,7 +12,8 @@ otherwise it is kept as metadata `logged_response` for review.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from rft_jax.data.example import prompt_messages
 

@@ -8,11 +8,6 @@ truncation and length percentiles; then a verdict with reasons and the next step
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
-from pathlib import Path
-
 import jax
 import numpy as np
 
@@ -36,48 +31,3 @@ def baseline(params, cfg, tokenizer, examples, scorer, *, samples: int, max_new_
         errors_PxG=[r["errors"] for r in rows])
     return summary, baseline_verdict(summary), greedy
 
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="rft-jax baseline", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--reward", default="math_answer", help="reward spec (name, module:function, JSON)")
-    parser.add_argument("--samples", type=int, default=8, help="k: samples per prompt (the GRPO group size)")
-    parser.add_argument("--limit", type=int, default=64, help="prompts to measure (0: all)")
-    parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--success-threshold", type=float, default=1.0)
-    parser.add_argument("--out", default="baseline.json")
-    args = parser.parse_args(argv)
-
-    from rft_jax.data import load_dataset  # noqa: PLC0415
-    from rft_jax.model import load_model  # noqa: PLC0415
-    from rft_jax.model.registry import resolve_compute_dtype  # noqa: PLC0415
-    from rft_jax.model.tokenizer import load_tokenizer  # noqa: PLC0415
-    from rft_jax.rewards import build_reward  # noqa: PLC0415
-
-    tokenizer = load_tokenizer(args.model)
-    scorer = build_reward(args.reward)
-    examples = load_dataset(args.data, tokenizer=tokenizer, require_reference=scorer.needs_reference)
-    examples = examples[: args.limit] if args.limit else examples
-    dtype = resolve_compute_dtype("auto")
-    cfg, params = load_model(args.model, dtype=dtype)
-    summary, verdict, greedy = baseline(params, cfg, tokenizer, examples, scorer, samples=args.samples,
-                                        max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                        success_threshold=args.success_threshold, dtype=dtype, key=jax.random.key(0))
-    metrics = summary.to_metrics()
-    width = max(len(k) for k in metrics)
-    print(f"baseline of {args.model} on {len(examples)} prompts of {args.data} (k={args.samples}, T={args.temperature})")
-    for k, v in metrics.items():
-        print(f"  {k:<{width}}  {v:.4f}" if isinstance(v, float) and not math.isnan(v) else f"  {k:<{width}}  {v}")
-    print(f"\nverdict: {verdict.title}")
-    for reason in verdict.reasons:
-        print(f"  - {reason}")
-    print(f"next step: {verdict.next_step}")
-    doc = greedy.to_json("base", model=args.model, dataset=args.data)
-    doc["metrics"] = {**doc["metrics"], **metrics}
-    doc["verdict"] = verdict.to_dict()
-    Path(args.out).write_text(json.dumps(doc, indent=1))
-    print(f"wrote {args.out}")
-    return 0

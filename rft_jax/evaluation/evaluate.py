@@ -12,12 +12,8 @@ exactly like the run's export/model.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import sys
 from collections import defaultdict
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -46,12 +42,13 @@ def _batches(items, size):
 def evaluate(params: dict, cfg, tokenizer, examples, scorers: dict, *, key: jax.Array, max_new_tokens: int,
              lora=None, lora_scale: float = 1.0, dtype=jnp.float32, temperature: float = 0.0,
              num_samples: int = 1, batch_size: int = 64, breakdown_fields: tuple[str, ...] = ("level", "difficulty"),
-             progress=None) -> EvalResult:
+             progress=None, mesh=None) -> EvalResult:
     """Scores (greedy by default) completions of every example with every scorer.
 
     `scorers` maps a name to a scorer; the first one is the main reward. Metrics:
     `<name>/mean` for each scorer, `pass@1` (main score >= 1 on the first sample),
-    `response_length/mean`, `response_length/clip_ratio`.
+    `response_length/mean`, `response_length/clip_ratio`. `mesh`: where to
+    sample (default: the mesh the parameters live on).
     """
     sampling = SamplingParams(temperature=temperature)
     per_example: list[dict] = []
@@ -61,7 +58,7 @@ def evaluate(params: dict, cfg, tokenizer, examples, scorers: dict, *, key: jax.
         rollout, _, _ = generate_ids(params, cfg, ids, jax.random.fold_in(key, i), sampling=sampling,
                                      num_samples=num_samples, max_new_tokens=max_new_tokens,
                                      eos_ids=tokenizer.eos_ids, pad_id=tokenizer.pad_id, lora=lora,
-                                     lora_scale=lora_scale, dtype=dtype)
+                                     lora_scale=lora_scale, dtype=dtype, mesh=mesh)
         completions = decode_rollout(tokenizer, rollout)
         flat_ex = [ex for ex in chunk for _ in range(num_samples)]
         flat_text = [c.text for row in completions for c in row]
@@ -107,71 +104,3 @@ def _format_ok(result) -> float:
     values = [v for k, v in result.metrics.items() if k.endswith("format_ok")]
     return float(max(values)) if values else float("nan")
 
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="rft-jax eval", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="registry key, HF folder or .gguf (default: smollm2-135m-instruct; with "
-                        "--checkpoint: the model the run was trained from, which this overrides)")
-    parser.add_argument("--adapter", help="PEFT LoRA folder to apply")
-    parser.add_argument("--checkpoint", help="run directory of `rft-jax train`/`rft-jax sft` (its best checkpoint, "
-                        "else its latest) or one RUN/checkpoints/{best,latest}/STEP folder")
-    parser.add_argument("--data", required=True, help="RFT JSONL file")
-    parser.add_argument("--reward", action="append", default=None,
-                        help="reward spec (repeatable; the first is the main score). Default: math_answer")
-    parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    parser.add_argument("--samples", type=int, default=1, help="samples per prompt (pass@k)")
-    parser.add_argument("--out", help="write the eval JSON here")
-    parser.add_argument("--name", default="eval")
-    args = parser.parse_args(argv)
-    if args.checkpoint and args.adapter:
-        parser.error("--checkpoint brings its own adapters; drop --adapter (or evaluate RUN/export/adapter "
-                     "with --model BASE --adapter instead of --checkpoint)")
-
-    from rft_jax.data import load_dataset  # noqa: PLC0415
-    from rft_jax.model import DEFAULT_MODEL, load_model  # noqa: PLC0415
-    from rft_jax.model.lora import load_peft_adapter  # noqa: PLC0415
-    from rft_jax.model.params import cast  # noqa: PLC0415
-    from rft_jax.model.registry import default_param_dtype  # noqa: PLC0415
-    from rft_jax.model.tokenizer import load_tokenizer  # noqa: PLC0415
-    from rft_jax.rewards import build_reward  # noqa: PLC0415
-
-    source: dict = {}
-    if args.checkpoint:
-        from rft_jax.train.checkpoint import CheckpointError, restore_policy  # noqa: PLC0415
-
-        try:
-            policy = restore_policy(args.checkpoint, args.model)
-        except CheckpointError as err:
-            print(f"rft-jax eval: {err}", file=sys.stderr)
-            return 2
-        print(f"checkpoint: {policy.describe()}")
-        model, cfg, params = policy.model, policy.model_cfg, cast(policy.params, default_param_dtype())
-        source["checkpoint"] = str(policy.checkpoint.path)
-    else:
-        model = args.model or DEFAULT_MODEL
-        cfg, params = load_model(model)
-    tokenizer = load_tokenizer(model)
-    examples = load_dataset(args.data, tokenizer=tokenizer)
-    scorers = {spec if len(spec) < 40 else f"reward{i}": build_reward(spec)
-               for i, spec in enumerate(args.reward or ["math_answer"])}
-    lora, scale = None, 1.0
-    if args.adapter:
-        lora, lora_cfg = load_peft_adapter(args.adapter, cfg)
-        scale = lora_cfg.scale
-    result = evaluate(params, cfg, tokenizer, examples, scorers, key=jax.random.key(0),
-                      max_new_tokens=args.max_new_tokens, lora=lora, lora_scale=scale,
-                      temperature=args.temperature, num_samples=args.samples)
-    width = max(len(k) for k in result.metrics)
-    for k, v in result.metrics.items():
-        print(f"{k:<{width}}  {v:.4f}")
-    for field, groups in result.by_field.items():
-        print(f"\nby {field}:")
-        for value, m in groups.items():
-            print(f"  {value:<14} " + "  ".join(f"{k}={v:.3f}" for k, v in m.items()))
-    if args.out:
-        doc = result.to_json(args.name, model=model, **source, dataset=args.data)
-        Path(args.out).write_text(json.dumps(doc, indent=1))
-        print(f"wrote {args.out}", file=sys.stderr)
-    return 0

@@ -9,13 +9,11 @@ beside it for slides and reviews.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import json
 import math
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -248,18 +246,3 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, *, exam
     out.write_text(page, encoding="utf-8")
     return out
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rft-jax report", description="Write an HTML report of a training run.")
-    parser.add_argument("run_dir", type=Path, help="the run directory (metrics.jsonl, alarms.jsonl, eval_*.json)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/report)")
-    parser.add_argument("--examples", type=int, default=4, help="side-by-side example prompts to show")
-    args = parser.parse_args(argv)
-    if not args.run_dir.is_dir():
-        print(f"rft-jax report: {args.run_dir} is not a directory", file=sys.stderr)
-        return 2
-    if not (args.run_dir / METRICS_FILE).exists() and not any(args.run_dir.glob("eval_*.json")):
-        print(f"rft-jax report: {args.run_dir} has neither {METRICS_FILE} nor eval_*.json files", file=sys.stderr)
-        return 2
-    print(build_report(args.run_dir, args.out, examples=args.examples))
-    return 0

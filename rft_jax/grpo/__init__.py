@@ -1,18 +1,25 @@
 """GRPO as small pure functions. The loss is in `loss.py`; start reading there.
 
 Trainer's view, per step:
-    rewards_BxG += overlong_penalty(lengths, max_len, cfg.overlong_buffer_len)   # optional
+    rewards_BxG += overlong_penalty(lengths, max_len, adv.overlong_buffer_len)   # optional
     keep_B = groups_with_signal(rewards_BxG)                                      # dynamic sampling
-    adv_BxG = group_advantages(rewards_BxG, cfg.advantage, cfg.advantage_eps)
-    loss, metrics = grpo_loss(logp_BxC, old_logp_BxC, adv_BxG.reshape(-1), mask_BxC, cfg, ...)
+    adv_BxG = group_advantages(rewards_BxG, adv.estimator, adv.eps)             # adv: AdvantageConfig
+    loss, metrics = grpo_loss(logp_BxC, old_logp_BxC, adv_BxG.reshape(-1), mask_BxC, loss_cfg, ...)
 """
 
-from rft_jax.grpo.advantages import ADVANTAGES, group_advantages, groups_with_signal, zero_variance_groups
+from rft_jax.grpo.advantages import (
+    ADVANTAGES,
+    AdvantageConfig,
+    group_advantages,
+    groups_with_signal,
+    zero_variance_groups,
+)
 from rft_jax.grpo.aggregation import AGGREGATIONS, masked_mean
 from rft_jax.grpo.kl import KL_ESTIMATORS
 from rft_jax.grpo.loss import GRPOLossConfig, clipped_surrogate, grpo_loss, loss_weights, token_terms
 from rft_jax.grpo.optimizer import (
     OptimizerConfig,
+    TrainState,
     accumulate_gradients,
     make_optimizer,
     make_schedule,
@@ -21,7 +28,7 @@ from rft_jax.grpo.optimizer import (
 from rft_jax.grpo.overlong import overlong_penalty
 
 __all__ = [
-    "ADVANTAGES", "AGGREGATIONS", "KL_ESTIMATORS", "GRPOLossConfig", "OptimizerConfig",
+    "ADVANTAGES", "AdvantageConfig", "AGGREGATIONS", "KL_ESTIMATORS", "GRPOLossConfig", "OptimizerConfig", "TrainState",
     "accumulate_gradients", "clipped_surrogate", "group_advantages", "groups_with_signal",
     "grpo_loss", "loss_weights", "make_optimizer", "make_schedule", "masked_mean",
     "overlong_penalty", "split_microbatches", "token_terms", "zero_variance_groups",

@@ -17,7 +17,9 @@ which is why DAPO's dynamic sampling drops such groups (`groups_with_signal`).
 
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
+from collections.abc import Callable
+from typing import Literal
 
 import jax.numpy as jnp
 
@@ -43,6 +45,24 @@ def batch_std(rewards_BxG: jnp.ndarray, eps: float) -> jnp.ndarray:
 
 
 ADVANTAGES: dict[str, AdvantageFn] = {"grpo": grpo, "drgrpo": drgrpo, "batch_std": batch_std}
+
+
+@dataclasses.dataclass(frozen=True)
+class AdvantageConfig:
+    """How rewards become advantages: reward shaping, then the group-relative estimator."""
+
+    estimator: Literal["grpo", "drgrpo", "batch_std"] = "grpo"
+    """Scale of the group-relative advantage Â (table above)."""
+    eps: float = 1e-6
+    """ε added to the std before dividing."""
+    overlong_buffer_len: int = 0
+    """L_cache: tokens before the budget where DAPO's soft overlong penalty ramps up (overlong.py); 0 = off."""
+    overlong_penalty_factor: float = 1.0
+    """Size of the overlong penalty at the budget."""
+
+    def __post_init__(self):
+        if self.estimator not in ADVANTAGES:
+            raise ValueError(f"advantage estimator {self.estimator!r} not in {sorted(ADVANTAGES)}")
 
 
 def group_advantages(rewards_BxG: jnp.ndarray, mode: str = "grpo", eps: float = 1e-6) -> jnp.ndarray:

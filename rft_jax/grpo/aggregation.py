@@ -18,7 +18,7 @@ depend on the batch, or the length bias that Dr.GRPO removes comes back.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax.numpy as jnp
 

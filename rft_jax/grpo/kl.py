@@ -9,12 +9,12 @@ token y ~ π_θ (the rollout). Their expectations under π_θ all equal the KL, 
 | k2   | x² / 2           | biased, low variance; its gradient is the true KL's      |
 | k3   | eˣ - x - 1       | unbiased, low variance, always >= 0; GRPO's default      |
 
-Plain elementwise jnp, so the fused kernels call these same functions.
+Plain elementwise jnp; kernels/grpo_loss/reference.py mirrors them and its tests check they agree.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax.numpy as jnp
 

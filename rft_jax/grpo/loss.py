@@ -23,7 +23,6 @@ from typing import Literal
 
 import jax.numpy as jnp
 
-from rft_jax.grpo.advantages import ADVANTAGES
 from rft_jax.grpo.aggregation import AGGREGATIONS, masked_mean
 from rft_jax.grpo.kl import KL_ESTIMATORS
 
@@ -48,22 +47,12 @@ class GRPOLossConfig:
     """c_H: weight of the entropy bonus (subtracted from the loss). Needs `entropy_BxC`."""
     mask_truncated: bool = False
     """Drop completions that hit the length budget from the loss (DAPO overlong filtering)."""
-    advantage: Literal["grpo", "drgrpo", "batch_std"] = "grpo"
-    """Scale of the group-relative advantage Â (see advantages.py)."""
-    advantage_eps: float = 1e-6
-    """ε added to the std before dividing."""
-    overlong_buffer_len: int = 0
-    """L_cache: tokens before the budget where DAPO's soft overlong penalty ramps up; 0 = off."""
-    overlong_penalty_factor: float = 1.0
-    """Size of the overlong penalty at the budget."""
 
     def __post_init__(self):
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"kl_estimator {self.kl_estimator!r} not in {sorted(KL_ESTIMATORS)}")
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation {self.aggregation!r} not in {sorted(AGGREGATIONS)}")
-        if self.advantage not in ADVANTAGES:
-            raise ValueError(f"advantage {self.advantage!r} not in {sorted(ADVANTAGES)}")
         if not (0.0 <= self.epsilon_low < 1.0 and self.epsilon_high >= 0.0):
             raise ValueError(f"need 0 <= ε_low < 1 and ε_high >= 0, got {self.epsilon_low}, {self.epsilon_high}")
 
@@ -83,7 +72,7 @@ def clipped_surrogate(log_ratio, advantages, epsilon_low: float, epsilon_high: f
 def token_terms(logp, old_logp, advantages, valid, cfg: GRPOLossConfig, ref_logp=None):
     """Per-token (pg, clipped, kl-or-None) for any shape; `valid` is the bool token mask.
 
-    The one definition of the per-token math, shared with kernels/grpo_loss.
+    kernels/grpo_loss keeps its own copy (kernels import nothing from rft_jax); its tests compare the two.
     """
     log_ratio = jnp.where(valid, logp - old_logp, 0.0)
     pg, clipped = clipped_surrogate(log_ratio, advantages, cfg.epsilon_low, cfg.epsilon_high)

@@ -17,11 +17,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+
+
+class TrainState(NamedTuple):
+    """What an optimizer run carries from step to step (GRPO and SFT alike)."""
+
+    trainable: dict  # LoRA adapters, or all parameters for full fine-tuning
+    opt_state: optax.OptState
+    step: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
+from kernels.layout import rows_last  # lives with the kernels, which may not import rft_jax
+
 
 def concat_bits(arrays: list[jax.Array], axis: int) -> jax.Array:
     """`jnp.concatenate`, moving 2-byte floats as uint16: XLA's CPU backend converts a bf16 concatenate to
@@ -62,25 +64,6 @@ def layer_checkpoint(body, remat: bool):
     if storage_dtype(jnp.bfloat16) == jnp.float32:
         return jax.checkpoint(body, policy=_SAVE_MATMULS)
     return body
-
-
-def rows_last(x_NxD: jax.Array) -> jax.Array:
-    """x.T as a row-major [D, N] array, so a product contracting over N runs as a bf16 matmul.
-
-    XLA gives a transpose a column-major layout (a free bitcast), and its CPU
-    backend multiplies bf16 only with row-major operands: a weight gradient
-    x.T @ dy was converted to float32 and ran at half speed (18 ms against 9
-    for [2016, 576] x [2016, 1536]). Splitting the rows in pairs first makes
-    the transpose a real copy (0.3 ms). Elsewhere this is the plain transpose.
-    A bf16 product whose result is transposed needs it too: the result then
-    gets the column-major layout and this jaxlib's CPU backend fails with
-    "Unsupported element type for DotThunk" (tests/test_mixed_precision.py,
-    jitted, catches it).
-    """
-    n, d = x_NxD.shape
-    if jax.default_backend() != "cpu" or n % 2:
-        return x_NxD.T
-    return x_NxD.reshape(n // 2, 2, d).transpose(2, 0, 1).reshape(d, n)
 
 
 def mixed_einsum(spec: str, a: jax.Array, b: jax.Array, dtype) -> jax.Array:

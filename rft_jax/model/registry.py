@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 from pathlib import Path
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +31,17 @@ REGISTRY: dict[str, RegistryEntry] = {
     ),
 }
 DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    name: str = DEFAULT_MODEL
+    """Registry key, Hugging Face folder, or .gguf file (or an SFT/RFT export folder)."""
+    compute_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Matmul input dtype (accumulation is always float32). auto: bf16 on accelerators and on CPUs with
+    native bf16 (AVX-512 BF16/AMX), else float32 (emulated bf16 is slower than f32)."""
+    remat: bool = False
+    """Recompute each layer's activations in the backward pass: less memory, ~1/3 more compute."""
 
 
 def resolve_model_path(model: str) -> Path:

@@ -9,8 +9,11 @@ stored tokens and merges.
 from __future__ import annotations
 
 import functools
+import os
+import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 # Pre-tokenizer split patterns named by GGUF's `tokenizer.ggml.pre` (the GPT-2
 # pattern of ByteLevel is the default, e.g. for "smollm" and "gpt2").
@@ -52,6 +55,26 @@ class Tokenizer:
         return self.hf.encode(text, add_special_tokens=False)
 
 
+def _transformers():
+    """transformers, imported without its "PyTorch was not found" notice.
+
+    Only its tokenizers and chat templates are used here, which need no torch,
+    so the notice printed on every run without torch says nothing useful. It is
+    an advisory warning, silenced for the import alone: the variable is restored.
+    """
+    if "transformers" not in sys.modules:
+        saved = os.environ.get("TRANSFORMERS_NO_ADVISORY_WARNINGS")
+        os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = "1"
+        try:
+            import transformers  # noqa: F401, PLC0415
+        finally:
+            if saved is None:
+                del os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"]
+            else:
+                os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = saved
+    return sys.modules["transformers"]
+
+
 def _byte_alphabet() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character map."""
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
@@ -68,7 +91,6 @@ def _byte_alphabet() -> dict[int, str]:
 def tokenizer_from_gguf(meta: dict[str, Any]) -> Tokenizer:
     from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers  # noqa: PLC0415
     from tokenizers import Tokenizer as RustTokenizer  # noqa: PLC0415
-    from transformers import PreTrainedTokenizerFast  # noqa: PLC0415
 
     kind = meta.get("tokenizer.ggml.model")
     if kind != "gpt2":
@@ -100,7 +122,7 @@ def tokenizer_from_gguf(meta: dict[str, Any]) -> Tokenizer:
         idx = meta.get(f"tokenizer.ggml.{key}_token_id")
         return None if idx is None else tokens[int(idx)]
 
-    hf = PreTrainedTokenizerFast(
+    hf = _transformers().PreTrainedTokenizerFast(
         tokenizer_object=rust, bos_token=token("bos"), eos_token=token("eos"), unk_token=token("unknown"),
         pad_token=token("padding") or token("eos"), chat_template=meta.get("tokenizer.chat_template"),
     )
@@ -113,11 +135,9 @@ def tokenizer_from_gguf(meta: dict[str, Any]) -> Tokenizer:
 def tokenizer_from_hf_folder(folder: Path) -> Tokenizer:
     import json  # noqa: PLC0415
 
-    from transformers import AutoTokenizer  # noqa: PLC0415
-
     if not (folder / "tokenizer.json").is_file() and not (folder / "tokenizer_config.json").is_file():
         raise FileNotFoundError(f"{folder}: no tokenizer.json or tokenizer_config.json")
-    hf = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    hf = _transformers().AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     eos = [hf.eos_token_id] if hf.eos_token_id is not None else []
     gen_cfg = folder / "generation_config.json"
     if gen_cfg.is_file():

@@ -51,7 +51,6 @@ def _read_all(files: list[Path]) -> dict[str, np.ndarray]:
                 try:
                     tensors[name] = f.get_tensor(name)
                 except TypeError:  # bfloat16 has no numpy dtype in some safetensors builds
-                    import torch  # noqa: PLC0415 (only needed for bf16 files)
 
                     with safe_open(str(path), framework="pt") as ft:
                         tensors[name] = ft.get_tensor(name).float().numpy()

@@ -74,19 +74,27 @@ class MetricsWriter:
 
             self._tb = SummaryWriter(logdir=str(self.run_dir / TENSORBOARD_DIR))
 
-    def write(self, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
-        """Log one step's scalar metrics; returns them with the `alarm/<name>` flags added."""
+    def check_alarms(self, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
+        """Feed one step's metrics to the alarms; returns the `alarm/<name>` flags. Alarms that fire for the
+        first time are printed above the progress bar and recorded in alarms.jsonl."""
+        if not self.is_primary or self._alarms is None:
+            return {}
+        flags, events = self._alarms.update(step, to_scalars(metrics))
+        if events:
+            append_jsonl(self.run_dir / ALARMS_FILE, (asdict(e) for e in events))
+        for event in events:
+            if self._console is not None:
+                self._console.print(event.format())
+        return flags
+
+    def write(self, step: int, metrics: Mapping[str, Any], *, alarms: bool = True) -> dict[str, float]:
+        """Log one step's scalar metrics; returns them with the `alarm/<name>` flags added (`alarms=False`:
+        the caller ran `check_alarms` itself)."""
         scalars = to_scalars(metrics)
         if not self.is_primary:
             return scalars
-        if self._alarms is not None:
-            flags, events = self._alarms.update(step, scalars)
-            scalars.update(flags)
-            if events:
-                append_jsonl(self.run_dir / ALARMS_FILE, (asdict(e) for e in events))
-            for event in events:
-                if self._console is not None:
-                    self._console.print(event.format())
+        if alarms:
+            scalars.update(self.check_alarms(step, scalars))
         append_jsonl(self.run_dir / METRICS_FILE, [{"step": int(step), "time": time.time(), **scalars}])
         if self._tb is not None:
             for name, value in scalars.items():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 from rft_jax.rewards import (
     code_tests,
@@ -22,7 +22,7 @@ from rft_jax.rewards import (
     string_check,
     text_similarity,
 )
-from rft_jax.judge import reward as judge
+from rft_jax.rewards.judge import reward as judge
 from rft_jax.rewards.remote import client
 
 

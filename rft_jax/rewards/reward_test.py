@@ -47,7 +47,7 @@ def read_bad_file(path: str) -> dict[str, dict[str, str]]:
     """JSONL lines {"completion": str, "id"?: example id, "kind"?: label}; no id = every example."""
     kinds: dict[str, dict[str, str]] = {}
     with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
+        for line in f:
             if line.strip():
                 record = json.loads(line)
                 kinds.setdefault(record.get("kind", "file"), {})[str(record.get("id", "*"))] = record["completion"]

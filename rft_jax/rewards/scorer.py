@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from rft_jax.data.example import Example
 from rft_jax.rewards.registry import REWARDS, RewardEntry
@@ -90,13 +91,10 @@ def build_reward(spec: Any) -> FunctionScorer | AggregateScorer:
     """A scorer from a name, 'module:function', a dict, or a RewardSpec (see spec.py)."""
     parsed = parse_spec(spec)
     if parsed.name == "aggregate":
-        components = parsed.params.get("components")
-        if not isinstance(components, dict) or not components:
+        if not parsed.components:
             raise ValueError("aggregate needs 'components': {name: spec, ...}")
-        parts = {}
-        for name, sub in components.items():
-            sub_spec = parse_spec(sub)
-            parts[name] = (sub_spec.weight, build_reward(dataclasses.replace(sub_spec, weight=1.0)))
+        parts = {name: (sub.weight, build_reward(dataclasses.replace(sub, weight=1.0)))
+                 for name, sub in parsed.components}
         return AggregateScorer("aggregate", parts)
     entry = REWARDS.get(parsed.name) or (user_entry(parsed.name) if ":" in parsed.name else None)
     if entry is None:

@@ -20,9 +20,28 @@ from typing import Any
 
 @dataclasses.dataclass(frozen=True)
 class RewardSpec:
+    """A reward as a typed tree: a grader's name and parameters, or an aggregate of named components."""
+
     name: str
     params: dict = dataclasses.field(default_factory=dict)
+    """Keyword arguments of the reward function (every JSON key but name, weight and components)."""
     weight: float = 1.0
+    """This component's weight inside an aggregate."""
+    components: tuple[tuple[str, RewardSpec], ...] = ()
+    """For `aggregate`: (name, spec) pairs; the score is the weighted sum and each part is logged by name."""
+
+    @classmethod
+    def aggregate(cls, **components: RewardSpec) -> RewardSpec:
+        return cls("aggregate", components=tuple(components.items()))
+
+    def to_json(self) -> dict:
+        """The dict form that `parse_spec` reads back (what config.json and the command line hold)."""
+        out: dict[str, Any] = {"name": self.name, **self.params}
+        if self.weight != 1.0:
+            out["weight"] = self.weight
+        if self.components:
+            out["components"] = {name: sub.to_json() for name, sub in self.components}
+        return out
 
 
 def parse_spec(spec: Any) -> RewardSpec:
@@ -39,6 +58,10 @@ def parse_spec(spec: Any) -> RewardSpec:
     if isinstance(spec, dict):
         if "name" not in spec:
             raise ValueError(f"reward spec needs a 'name': {spec}")
-        params = {k: v for k, v in spec.items() if k not in ("name", "weight")}
-        return RewardSpec(str(spec["name"]), params, float(spec.get("weight", 1.0)))
+        components = spec.get("components", {})
+        if not isinstance(components, dict):
+            raise ValueError(f"'components' of a reward spec maps names to specs, got {type(components).__name__}")
+        params = {k: v for k, v in spec.items() if k not in ("name", "weight", "components")}
+        return RewardSpec(str(spec["name"]), params, float(spec.get("weight", 1.0)),
+                          tuple((str(k), parse_spec(v)) for k, v in components.items()))
     raise TypeError(f"a reward spec is a name, 'module:function', a dict or a RewardSpec; got {type(spec).__name__}")

@@ -9,13 +9,17 @@ stop sequences on device.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
 
 from rft_jax.model.config import ModelConfig
+from rft_jax.parallel.mesh import MeshConfig, make_mesh
+from rft_jax.parallel.rules import batch_shardings, place, replicated
 from rft_jax.sampling.prefill import packed_rows, split_shared_prefix
 from rft_jax.sampling.processors import SamplingParams
 from rft_jax.sampling.sampler import Rollout, sample
@@ -84,21 +88,56 @@ def truncate_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
+NEW_TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512, 1024)  # then multiples of 1024
+STATIC = ("cfg", "params_sampling", "num_samples", "max_new_tokens", "dtype", "eos_ids", "pad_id", "lora_scale",
+          "mesh", "prefill_rows")
+
+
+def local_mesh() -> Mesh:
+    """The unsharded case: a mesh of this process's first device."""
+    return make_mesh(MeshConfig(1, 1, 1), devices=jax.local_devices()[:1])
+
+
+def mesh_of(params) -> Mesh:
+    """The mesh the parameters live on (a one-device mesh for unsharded or host arrays)."""
+    sharding = getattr(jax.tree.leaves(params)[0], "sharding", None)
+    return sharding.mesh if isinstance(sharding, NamedSharding) else local_mesh()
+
+
+@functools.lru_cache(maxsize=8)
+def mesh_sampler(mesh: Mesh):
+    """`sample` with its outputs gathered to every device of `mesh`, so every process can read them."""
+    return jax.jit(sample, static_argnames=STATIC, out_shardings=replicated(mesh))
+
+
 def generate_ids(params: dict, cfg: ModelConfig, prompts: list[list[int]], key: jax.Array, *,
                  sampling: SamplingParams, num_samples: int, max_new_tokens: int, eos_ids: tuple[int, ...],
                  pad_id: int, lora: dict | None = None, lora_scale: float = 1.0, dtype=jnp.float32,
-                 ) -> tuple[Rollout, np.ndarray, np.ndarray]:
-    """Runs the jitted sampler on bucketed shapes; returns the rollout trimmed to len(prompts) rows,
-    and the whole prompts left-padded to a bucket (what a training step reads)."""
-    rows = batch_bucket(len(prompts))
+                 mesh: Mesh | None = None) -> tuple[Rollout, np.ndarray, np.ndarray]:
+    """The one sampling path (training, evaluation, warm start, judges, `rft-jax generate`).
+
+    Runs the jitted sampler on bucketed shapes, with the shared chat-template
+    start run once and, for large batches, the prefill packed; on `mesh` the
+    prompts are split over the batch axes and the KV caches follow the
+    sharding table. Returns host numpy arrays, on every
+    process: the rollout trimmed to len(prompts) rows and the whole prompts
+    left-padded to a bucket (what a training step reads). `mesh` None: the
+    mesh the parameters are sharded on, else this process's first device.
+    """
+    mesh = mesh_of(params) if mesh is None else mesh
+    n = len(prompts)
+    rows = batch_bucket(n)
     tokens, mask = left_pad(prompts, bucket(max(len(p) for p in prompts)), pad_id, rows)
     rest = sampler_prompts(prompts, pad_id, rows)
-    out = sample(params, cfg, rest.tokens_BxP, rest.mask_BxP, key, params_sampling=sampling,
-                 num_samples=num_samples, max_new_tokens=bucket(max_new_tokens, (16, 32, 64, 128, 256, 512, 1024)),
-                 eos_ids=tuple(eos_ids), pad_id=pad_id, lora=lora, lora_scale=lora_scale, dtype=dtype,
-                 shared_1xS=rest.shared_1xS, prefill_rows=rest.prefill_rows)
-    n = len(prompts)
-    out = jax.tree.map(lambda x: np.asarray(x)[:n], out)
+    rest_tokens, rest_mask = place((rest.tokens_BxP, rest.mask_BxP),
+                                   batch_shardings((rest.tokens_BxP, rest.mask_BxP), mesh))
+    shared = None if rest.shared_1xS is None else place(rest.shared_1xS, replicated(mesh))
+    key = jax.random.wrap_key_data(place(jax.random.key_data(key), replicated(mesh)))
+    out = mesh_sampler(mesh)(params, cfg, rest_tokens, rest_mask, key, params_sampling=sampling,
+                             num_samples=num_samples, max_new_tokens=bucket(max_new_tokens, NEW_TOKEN_BUCKETS),
+                             eos_ids=tuple(eos_ids), pad_id=pad_id, lora=lora, lora_scale=lora_scale, dtype=dtype,
+                             mesh=mesh, shared_1xS=shared, prefill_rows=rest.prefill_rows)
+    out = Rollout(*(np.asarray(x)[:n] for x in out))
     # The bucketed token budget may exceed what was asked: cut back to max_new_tokens.
     if out.tokens_BxGxC.shape[2] > max_new_tokens:
         lengths = np.minimum(out.lengths_BxG, max_new_tokens)

@@ -19,8 +19,15 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from rft_jax.model.config import ModelConfig
-from rft_jax.model.decode import (branch_decode_step, decode_layout, decode_logits, decode_rope, decode_weights,
-                                  empty_decode_cache)
+from rft_jax.model.decode import (
+    branch_decode_step,
+    decode_layout,
+    decode_logits,
+    decode_rope,
+    decode_weights,
+    empty_decode_cache,
+)
+from rft_jax.parallel.rules import decode_kv_shardings
 from rft_jax.sampling.prefill import prefill
 from rft_jax.sampling.processors import SamplingParams, draw
 
@@ -39,8 +46,6 @@ def _constrain_kv(kv_layers: list, mesh: Mesh | None, *, prefix: bool) -> list:
     """Pins the decode KV layouts to the sharding table's layout on a mesh (no-op without one)."""
     if mesh is None:
         return kv_layers
-    from rft_jax.parallel.rules import decode_kv_shardings  # noqa: PLC0415  (rft_jax.parallel imports this module)
-
     return jax.lax.with_sharding_constraint(kv_layers, decode_kv_shardings(kv_layers, mesh, prefix=prefix))
 
 

@@ -19,7 +19,7 @@ class BackgroundServer:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
-    def __enter__(self) -> "BackgroundServer":
+    def __enter__(self) -> BackgroundServer:
         import uvicorn  # noqa: PLC0415
 
         # Binding here (port 0) rather than in uvicorn means the port is known and never raced for.

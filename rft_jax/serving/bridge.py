@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from rft_jax.serving.engine import Engine, Request
 from rft_jax.serving.protocol import ChatRequest

@@ -17,7 +17,7 @@ import collections
 import dataclasses
 import threading
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 import jax.numpy as jnp
 import numpy as np
@@ -92,7 +92,7 @@ class Engine:
         self.steps = 0
 
     # ---- public -------------------------------------------------------------------------------
-    def start(self) -> "Engine":
+    def start(self) -> Engine:
         self.thread = threading.Thread(target=self._loop, name="rft-jax-engine", daemon=True)
         self.thread.start()
         return self

@@ -9,17 +9,23 @@ GET /health. Bound to 127.0.0.1 unless --host says otherwise; with
 
 from __future__ import annotations
 
-import argparse
 import hmac
 import json
-import os
-import sys
 import time
 
 from rft_jax.serving.bridge import EngineFailure, stream_choices
 from rft_jax.serving.engine import Engine
-from rft_jax.serving.protocol import (RequestError, chat_completion, chunk, completion_id, error_body, models_list,
-                                      parse_chat_request, usage, usage_chunk)
+from rft_jax.serving.protocol import (
+    RequestError,
+    chat_completion,
+    chunk,
+    completion_id,
+    error_body,
+    models_list,
+    parse_chat_request,
+    usage,
+    usage_chunk,
+)
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -110,40 +116,3 @@ def make_app(engine: Engine, tokenizer, model_name: str, *, token: str | None = 
         Route("/health", health, methods=["GET"]),
     ])
 
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rft-jax serve", description="OpenAI-compatible chat-completions server.")
-    p.add_argument("--model", default=None, help="registry key, Hugging Face folder (e.g. an exported model) or .gguf "
-                                                 "(default: smollm2-135m-instruct)")
-    p.add_argument("--adapter", help="PEFT LoRA folder (adapter_config.json + adapter_model.safetensors)")
-    p.add_argument("--served-name", help="model id clients send and /v1/models lists (default: --model)")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--token-env", help="environment variable holding a bearer token that requests must carry")
-    p.add_argument("--slots", type=int, default=16, help="sequences decoded together (continuous batching)")
-    p.add_argument("--max-context", type=int, default=1024, help="tokens per sequence, prompt plus completion")
-    return p
-
-
-def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
-    token = os.environ.get(args.token_env) if args.token_env else None
-    if args.token_env and not token:
-        print(f"rft-jax serve: environment variable {args.token_env} is empty", file=sys.stderr)
-        return 2
-    if args.host not in LOOPBACK and token is None:
-        print(f"rft-jax serve: WARNING: serving on {args.host} without a bearer token (--token-env)", file=sys.stderr)
-    import uvicorn  # noqa: PLC0415
-
-    from rft_jax.serving.loading import load_served_model  # noqa: PLC0415
-
-    served = load_served_model(args.model, args.adapter, slots=args.slots, max_context=args.max_context)
-    name = args.served_name or served.name
-    app = make_app(served.engine.start(), served.tokenizer, name, token=token)
-    print(f"rft-jax serve: {name} on http://{args.host}:{args.port}/v1 ({args.slots} slots x "
-          f"{args.max_context} tokens)", file=sys.stderr)
-    try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    finally:
-        served.engine.stop()
-    return 0

@@ -21,8 +21,17 @@ import jax.numpy as jnp
 
 from rft_jax.model.config import ModelConfig
 from rft_jax.model.layers import apply_rope, dense, rms_norm, rope_tables
+
 # Private layer pieces of the model, reused so a decode step computes exactly what a forward does.
-from rft_jax.model.transformer import KV, layer_lora, logits, masked_softmax, mlp_block, qkv_projections, sequence_forward
+from rft_jax.model.transformer import (
+    KV,
+    layer_lora,
+    logits,
+    masked_softmax,
+    mlp_block,
+    qkv_projections,
+    sequence_forward,
+)
 from rft_jax.serving.slot_sampling import slot_draw, step_keys
 
 

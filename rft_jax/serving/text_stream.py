@@ -9,7 +9,7 @@ response never shows the start of a stop sequence it then cuts.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def held_back(text: str, stops: Sequence[str]) -> int:

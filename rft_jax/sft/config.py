@@ -11,7 +11,7 @@ import dataclasses
 from typing import Literal
 
 from rft_jax.model.lora import LoraConfig
-from rft_jax.train.config import ModelSpec
+from rft_jax.model.registry import ModelSpec
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,11 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from rft_jax.grpo import OptimizerConfig, make_optimizer
+from rft_jax.grpo import OptimizerConfig, TrainState, make_optimizer
 from rft_jax.sft.config import SFTConfig
 from rft_jax.sft.demos import pack, pairs_from_examples
 from rft_jax.sft.step import SFTSettings, jit_sft_step
-from rft_jax.train.step import TrainState
 
 
 def train_sft(trainable: dict, frozen: dict | None, tokenizer, pairs: list[tuple[list[int], str]],
@@ -40,13 +39,13 @@ def train_sft(trainable: dict, frozen: dict | None, tokenizer, pairs: list[tuple
 
 def run_sft(cfg: SFTConfig) -> list[float]:
     """`rft-jax sft`: trains, then writes config.json, a checkpoint and the export as an RFT run does."""
+    from rft_jax.checkpoint.export import export_run  # noqa: PLC0415
+    from rft_jax.checkpoint.store import RunCheckpoints  # noqa: PLC0415
     from rft_jax.data import load_dataset  # noqa: PLC0415
     from rft_jax.model import load_model  # noqa: PLC0415
     from rft_jax.model.lora import init_lora  # noqa: PLC0415
     from rft_jax.model.registry import resolve_compute_dtype  # noqa: PLC0415
     from rft_jax.model.tokenizer import load_tokenizer  # noqa: PLC0415
-    from rft_jax.train.checkpoint import RunCheckpoints  # noqa: PLC0415
-    from rft_jax.train.export import export_run  # noqa: PLC0415
 
     tokenizer = load_tokenizer(cfg.model.name)
     pairs = pairs_from_examples(tokenizer, load_dataset(cfg.data, tokenizer=tokenizer))

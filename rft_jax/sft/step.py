@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from rft_jax.grpo import TrainState
 from rft_jax.model.config import ModelConfig
-from rft_jax.train.policy import completion_logprobs
-from rft_jax.train.step import TrainState
+from rft_jax.model.logprobs import completion_logprobs
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,26 +3,37 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+import json
+from typing import Annotated, Literal
+
+import tyro
 
 from rft_jax.data.tasks.prompt import PromptStyle
-from rft_jax.grpo import GRPOLossConfig, OptimizerConfig
+from rft_jax.grpo import AdvantageConfig, GRPOLossConfig, OptimizerConfig
 from rft_jax.model.lora import LoraConfig
-from rft_jax.model.registry import DEFAULT_MODEL
-from rft_jax.sampling.processors import SamplingParams
+from rft_jax.model.registry import ModelSpec
 from rft_jax.parallel.distributed import DistributedConfig
 from rft_jax.parallel.mesh import MeshConfig
+from rft_jax.rewards.spec import RewardSpec, parse_spec
+from rft_jax.sampling.processors import SamplingParams
+
+# On the command line a reward is a registered name, `module:function`, a JSON object or a .json file.
+RewardArg = Annotated[RewardSpec, tyro.constructors.PrimitiveConstructorSpec(
+    nargs=1, metavar="NAME|JSON", instance_from_str=lambda args: parse_spec(args[0]),
+    is_instance=lambda x: isinstance(x, RewardSpec), str_from_instance=lambda s: [json.dumps(s.to_json())])]
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    name: str = DEFAULT_MODEL
-    """Registry key, Hugging Face folder, or .gguf file (or an SFT/RFT export folder)."""
-    compute_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    """Matmul input dtype (accumulation is always float32). auto: bf16 on accelerators and on CPUs with
-    native bf16 (AVX-512 BF16/AMX), else float32 (emulated bf16 is slower than f32)."""
-    remat: bool = False
-    """Recompute each layer's activations in the backward pass: less memory, ~1/3 more compute."""
+def parse_views(text: str) -> tuple[tuple[str, RewardSpec], ...]:
+    views = json.loads(text)
+    if not isinstance(views, dict):
+        raise ValueError(f"evaluation views are a JSON object {{name: reward spec}}, got {text!r}")
+    return tuple((str(name), parse_spec(spec)) for name, spec in views.items())
+
+
+ViewsArg = Annotated[tuple[tuple[str, RewardSpec], ...], tyro.constructors.PrimitiveConstructorSpec(
+    nargs=1, metavar="JSON", instance_from_str=lambda args: parse_views(args[0]),
+    is_instance=lambda x: isinstance(x, tuple),
+    str_from_instance=lambda views: [json.dumps({name: spec.to_json() for name, spec in views})])]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +91,9 @@ class EvalConfig:
     """Smallest validation-reward gain that counts as improvement."""
     success_threshold: float = 1.0
     """A completion scoring at least this counts as a success for pass@k."""
+    views: ViewsArg = ()
+    """Extra scorers evaluated beside the reward, each a row of the before/after table, e.g. the arithmetic
+    experiment's strict/loose/format accuracies: {"strict": {"name": "math_answer", "mode": "strict_line"}}."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,11 +128,15 @@ class TrainConfig:
     LoRA checkpoints are merged into the base weights and a fresh adapter (B = 0, so step 0 is exactly
     that policy) is trained on top; export/model is then the complete policy. Empty: start from model.name."""
     data: DataConfig = DataConfig()
-    reward: str = "math_answer"
-    """A registered reward name (rft_jax/rewards/registry.py) or `module:function`."""
+    reward: RewardArg = RewardSpec("math_answer")
+    """The reward (rft_jax/rewards/spec.py): a registered name (rft_jax/rewards/registry.py), `module:function`,
+    or a JSON spec such as {"name": "aggregate", "components": {...}}."""
     mode: Literal["lora", "full"] = "lora"
     lora: LoraConfig = LoraConfig()
+    advantage: AdvantageConfig = AdvantageConfig()
+    """Reward shaping and the group-relative advantage estimator (rft_jax/grpo/advantages.py)."""
     loss: GRPOLossConfig = GRPOLossConfig()
+    """The policy loss (rft_jax/grpo/loss.py)."""
     optimizer: OptimizerConfig = OptimizerConfig(learning_rate=1e-4)
     sampling: SamplingConfig = SamplingConfig()
     evaluation: EvalConfig = EvalConfig()
@@ -147,6 +165,9 @@ class TrainConfig:
     """Multi-process (multi-host) runs; single-process unless configured or detected."""
 
     def __post_init__(self):
+        if not isinstance(self.reward, RewardSpec):
+            raise TypeError(f"reward is a RewardSpec, got {self.reward!r}: write RewardSpec(name, params) or "
+                            "rft_jax.rewards.parse_spec(text) for a name or JSON spec")
         accum = self.optimizer.grad_accum_steps
         if self.batch_size % accum:
             raise ValueError(f"batch_size={self.batch_size} prompts is not divisible by "

@@ -9,19 +9,21 @@ import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from rft_jax.checkpoint.store import checkpoint_params, find_checkpoint
 from rft_jax.data import Example, load_dataset
 from rft_jax.data.validate import write_jsonl
-from rft_jax.grpo import make_optimizer
+from rft_jax.grpo import TrainState, make_optimizer
 from rft_jax.model import load_model
 from rft_jax.model.lora import init_lora
 from rft_jax.model.tokenizer import load_tokenizer
+from rft_jax.parallel import is_primary
 from rft_jax.rewards import build_reward
 from rft_jax.train.config import TrainConfig
-from rft_jax.train.step import TrainState
 
 
 class ConfigError(ValueError):
@@ -70,7 +72,7 @@ def load_splits(cfg: TrainConfig, run_dir: Path, tokenizer, needs_reference: boo
     return splits
 
 
-def build_scorer(spec: str):
+def build_scorer(spec):
     try:
         return build_reward(spec)
     except (ValueError, TypeError, ImportError, AttributeError) as err:
@@ -132,6 +134,65 @@ def set_aside_previous_run(run_dir: Path) -> Path | None:
     return target
 
 
+def config_json(cfg: TrainConfig) -> dict:
+    """The config as JSON, with rewards in the spec form the command line takes back."""
+    doc = dataclasses.asdict(cfg)
+    doc["reward"] = cfg.reward.to_json()
+    doc["evaluation"]["views"] = {name: spec.to_json() for name, spec in cfg.evaluation.views}
+    return doc
+
+
 def write_run_config(cfg: TrainConfig, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1, default=str))
+    (run_dir / "config.json").write_text(json.dumps(config_json(cfg), indent=1, default=str))
+
+
+class Prepared(NamedTuple):
+    """A run's inputs, checked: the reward, the starting policy, the data and the step count."""
+
+    scorer: object
+    model_cfg: object
+    params: dict  # float32; `init_from`'s policy when set
+    tokenizer: object
+    splits: Splits
+    steps: int
+
+
+def resolve_init_from(cfg: TrainConfig) -> TrainConfig:
+    """`init_from` as the exact checkpoint folder, recorded in config.json (the run's own checkpoints build on it)."""
+    if not cfg.init_from:
+        return cfg
+    return dataclasses.replace(cfg, init_from=str(find_checkpoint(cfg.init_from).path))
+
+
+def initial_params(cfg: TrainConfig, model_cfg, params: dict) -> dict:
+    """`init_from`: the checkpoint's policy as full params, which the run then treats as its base model.
+
+    So the frozen base (LoRA) or the reference copy (full) is that policy: the KL
+    reference is the initialised policy with no change to the step. LoRA-on-LoRA
+    merges the earlier adapter and trains a fresh one rather than continuing it,
+    because step.py's LoRA reference is the base with the adapter off (continuing
+    would make the reference the pre-SFT model) and the two runs' ranks may differ.
+    """
+    ref = find_checkpoint(cfg.init_from)
+    params = checkpoint_params(ref, cfg.model.name, model_cfg, params)
+    print(f"[rft-jax] policy and KL reference initialised from {ref.describe()}")
+    return params
+
+
+def prepare(cfg: TrainConfig, run_dir: Path) -> Prepared:
+    """Run-dir bookkeeping, then every input check that can fail, before any compute."""
+    if not cfg.resume and is_primary() and (moved := set_aside_previous_run(run_dir)):
+        print(f"[rft-jax] {run_dir} held an earlier run: moved to {moved} (pass --resume to continue a run)")
+    if is_primary():
+        write_run_config(cfg, run_dir)
+    scorer = build_scorer(cfg.reward)
+    model_cfg, params, tokenizer = load_policy(cfg)
+    if cfg.init_from:
+        params = initial_params(cfg, model_cfg, params)
+    check_lengths(cfg, model_cfg)
+    splits = load_splits(cfg, run_dir, tokenizer, scorer.needs_reference)
+    steps = total_steps(cfg, len(splits.train))
+    if steps < 1:
+        raise ConfigError(f"{len(splits.train)} training examples make 0 steps of batch_size={cfg.batch_size}")
+    return Prepared(scorer, model_cfg, params, tokenizer, splits, steps)

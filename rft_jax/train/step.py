@@ -7,33 +7,15 @@ or the full parameters. Everything here is jitted once per prompt-length bucket.
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from rft_jax.grpo import GRPOLossConfig, accumulate_gradients, grpo_loss, split_microbatches
+from rft_jax.grpo import GRPOLossConfig, TrainState, accumulate_gradients, grpo_loss, split_microbatches
 from rft_jax.model.config import ModelConfig
-from rft_jax.train.policy import completion_logprobs
-
-
-class RolloutBatch(NamedTuple):
-    """What one step learns from: B prompts with G completions each."""
-
-    prompt_BxP: jax.Array
-    prompt_mask_BxP: jax.Array
-    completion_BxGxC: jax.Array
-    completion_mask_BxGxC: jax.Array
-    old_logp_BxGxC: jax.Array  # policy log-probs at sampling time (used when mu > 1)
-    advantages_BxG: jax.Array
-    truncated_BxG: jax.Array
-
-
-class TrainState(NamedTuple):
-    trainable: dict  # LoRA adapters, or all parameters for full fine-tuning
-    opt_state: optax.OptState
-    step: jax.Array
+from rft_jax.model.logprobs import completion_logprobs
+from rft_jax.rollout.batch import RolloutBatch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +40,7 @@ def _split(trainable, frozen, lora_mode: bool):
 def batch_loss(trainable: dict, frozen: dict | None, reference: dict | None, batch: RolloutBatch,
                s: StepSettings, short_completion: int | None = None) -> tuple[jax.Array, dict]:
     """GRPO loss of a (micro-)batch and its metrics. `short_completion`: the first half of each group's
-    rows ends within that many tokens (see `rft_jax.train.rollout.short_completion_len`)."""
+    rows ends within that many tokens (see `rft_jax.rollout.batch.short_completion_len`)."""
     lora_mode = s.lora_scale is not None
     params, lora = _split(trainable, frozen, lora_mode)
     dtype = jnp.dtype(s.dtype)
@@ -77,8 +59,8 @@ def batch_loss(trainable: dict, frozen: dict | None, reference: dict | None, bat
     old = batch.old_logp_BxGxC if s.use_old_logp else jax.lax.stop_gradient(logp)
     b, g, c = logp.shape
     flat = lambda x: None if x is None else x.reshape(b * g, c)  # noqa: E731
-    loss, metrics = grpo_loss(flat(logp), flat(old), batch.advantages_BxG.reshape(b * g),
-                              flat(batch.completion_mask_BxGxC), s.loss, ref_logp_BxC=flat(ref_logp),
+    loss_mask = batch.completion_mask_BxGxC if batch.loss_mask_BxGxC is None else batch.loss_mask_BxGxC
+    loss, metrics = grpo_loss(flat(logp), flat(old), batch.advantages_BxG.reshape(b * g), flat(loss_mask), s.loss, ref_logp_BxC=flat(ref_logp),
                               entropy_BxC=flat(jax.lax.stop_gradient(entropy)) if s.loss.entropy_coef == 0 else flat(entropy),
                               truncated_B=batch.truncated_BxG.reshape(b * g))
     return loss, {"actor/loss": loss, **metrics}

@@ -27,7 +27,7 @@ def generate_arithmetic(n: int, *, seed: int, levels: tuple[str, ...] = LEVELS,
     rng = np.random.default_rng(seed)
     examples: list[Example] = []
     seen: set[str] = set()
-    for attempt in range(50 * n + 100):
+    for _attempt in range(50 * n + 100):
         if len(examples) == n:
             break
         level = levels[len(examples) % len(levels)]

@@ -32,7 +32,7 @@ def _works(cmd: list[str], user: int | None) -> bool:
         return False
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def choose_backend(preferred: str = "auto", probe_uid: int | None = None) -> str:
     """The strongest backend that actually works here (tried, not just found on PATH)."""
     candidates = BACKENDS if preferred == "auto" else (preferred,)

@@ -7,7 +7,7 @@ so what the judge is asked to write is exactly what `parse.py` reads back.
 from __future__ import annotations
 
 from rft_jax.data.example import Example, message_text
-from rft_jax.judge.rubric import Rubric
+from rft_jax.rewards.judge.rubric import Rubric
 
 SYSTEM = ("You are a strict, impartial grader. You judge an assistant's response against a rubric. "
           "Be consistent: the same response always gets the same verdict. Follow the output format exactly.")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 
-from rft_jax.judge.rubric import Rubric
+from rft_jax.rewards.judge.rubric import Rubric
 
 NUMBER = r"[-+]?\d+(?:\.\d+)?"
 _NUM = re.compile(NUMBER)

@@ -2,6 +2,7 @@
 
 The experiment file defines `CONFIG` (a TrainConfig); every field can be
 overridden on the command line (tyro), and `--help` documents all of them.
+Without --config the defaults of TrainConfig are the starting point.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from rft_jax.train.config import TrainConfig
 
 
 def load_experiment(path: str) -> TrainConfig:
+    """The `CONFIG` TrainConfig that an experiment file defines."""
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"experiment file not found: {path}")
@@ -28,16 +30,31 @@ def load_experiment(path: str) -> TrainConfig:
     return config
 
 
+def split_config_arg(argv: list[str]) -> tuple[str | None, list[str]]:
+    """(the --config path or None, argv without it); `--config PATH` and `--config=PATH` both work."""
+    for i, arg in enumerate(argv):
+        if arg == "--config":
+            if i + 1 == len(argv):
+                raise ValueError("--config needs a path: --config experiments/NAME.py")
+            return argv[i + 1], argv[:i] + argv[i + 2:]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1], argv[:i] + argv[i + 1:]
+    return None, list(argv)
+
+
 def cli(default: TrainConfig, argv: list[str], description: str | None = None) -> TrainConfig:
-    return tyro.cli(TrainConfig, default=default, args=argv, description=description or __doc__)
+    """`default` with the command line's overrides (tyro; exits on --help or a bad flag)."""
+    return tyro.cli(TrainConfig, default=default, args=argv, prog="rft-jax train",
+                    description=description or __doc__)
 
 
 def main(argv: list[str]) -> int:
-    default = TrainConfig()
-    if "--config" in argv:
-        i = argv.index("--config")
-        default = load_experiment(argv[i + 1])
-        argv = argv[:i] + argv[i + 2:]
+    try:
+        path, argv = split_config_arg(argv)
+        default = load_experiment(path) if path else TrainConfig()
+    except (ValueError, FileNotFoundError) as err:
+        print(f"rft-jax train: {err}", file=sys.stderr)
+        return 2
     return cli_with_default(default, argv)
 
 

@@ -19,12 +19,12 @@ import threading
 from typing import Any
 
 from rft_jax.data.example import Example
-from rft_jax.judge.backend_http import OpenAIBackend
-from rft_jax.judge.backend_local import LocalBackend
-from rft_jax.judge.cache import JudgeCache
-from rft_jax.judge.judge import Judge
-from rft_jax.judge.parse import PARSE_RULES
-from rft_jax.judge.rubric import parse_rubric
+from rft_jax.rewards.judge.backend_http import OpenAIBackend
+from rft_jax.rewards.judge.backend_local import LocalBackend
+from rft_jax.rewards.judge.cache import JudgeCache
+from rft_jax.rewards.judge.judge import Judge
+from rft_jax.rewards.judge.parse import PARSE_RULES
+from rft_jax.rewards.judge.rubric import parse_rubric
 
 
 @dataclasses.dataclass(frozen=True)

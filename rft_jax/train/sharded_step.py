@@ -12,9 +12,10 @@ import jax
 import optax
 from jax.sharding import Mesh
 
-from rft_jax.parallel.rules import (batch_shardings, lora_shardings, opt_state_shardings, param_shardings,
-                                    replicated)
-from rft_jax.train.step import RolloutBatch, StepSettings, TrainState, train_step
+from rft_jax.grpo import TrainState
+from rft_jax.parallel.rules import batch_shardings, lora_shardings, opt_state_shardings, param_shardings, replicated
+from rft_jax.rollout.batch import RolloutBatch
+from rft_jax.train.step import StepSettings, train_step
 
 
 class StepShardings(NamedTuple):
@@ -33,7 +34,8 @@ def step_shardings(mesh: Mesh, optimizer: optax.GradientTransformation, state: T
     trainable = lora_shardings(state.trainable, mesh) if lora_mode else param_shardings(state.trainable, mesh)
     state_sh = TrainState(trainable, opt_state_shardings(optimizer, state.opt_state, trainable, mesh),
                           replicated(mesh))
-    shapes = RolloutBatch(*(jax.ShapeDtypeStruct((batch_size,) + (1,) * n, "float32") for n in (1, 1, 2, 2, 2, 1, 1)))
+    shapes = RolloutBatch(*(jax.ShapeDtypeStruct((batch_size,) + (1,) * n, "float32")
+                            for n in (1, 1, 2, 2, 2, 1, 1, 2)))
     return StepShardings(state_sh, None if frozen is None else param_shardings(frozen, mesh),
                          None if reference is None else param_shardings(reference, mesh),
                          batch_shardings(shapes, mesh), mesh)
@@ -44,6 +46,11 @@ def jit_sharded_train_step(optimizer: optax.GradientTransformation, settings: St
     def step(state, frozen, reference, batch, short_completion=None):
         return train_step(state, frozen, reference, batch, optimizer, settings, short_completion)
 
-    return jax.jit(step, in_shardings=(sh.state, sh.frozen, sh.reference, sh.batch),
-                   out_shardings=(sh.state, replicated(sh.mesh)), donate_argnums=(0,),
-                   static_argnums=(4,))
+    jitted = jax.jit(step, in_shardings=(sh.state, sh.frozen, sh.reference, sh.batch),
+                     out_shardings=(sh.state, replicated(sh.mesh)), donate_argnums=(0,), static_argnums=(4,))
+
+    def call(state, frozen, reference, batch: RolloutBatch, short_completion=None):
+        return jitted(state, frozen, reference, batch.with_loss_mask(), short_completion)
+
+    call.jitted = jitted
+    return call

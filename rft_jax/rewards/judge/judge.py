@@ -9,12 +9,18 @@ trainer counts as a reward error, never as a genuine score of zero. With
 from __future__ import annotations
 
 from rft_jax.data.example import Example
-from rft_jax.judge.cache import JudgeCache, cache_key
-from rft_jax.judge.pairwise import (PAIR_VERDICT, REFERENCE, Comparison, group_comparisons, reference_comparisons,
-                                    win_rates)
-from rft_jax.judge.parse import JudgeParseError, parse_label, parse_verdict
-from rft_jax.judge.prompt import pairwise_messages, pointwise_messages
-from rft_jax.judge.rubric import Rubric
+from rft_jax.rewards.judge.cache import JudgeCache, cache_key
+from rft_jax.rewards.judge.pairwise import (
+    PAIR_VERDICT,
+    REFERENCE,
+    Comparison,
+    group_comparisons,
+    reference_comparisons,
+    win_rates,
+)
+from rft_jax.rewards.judge.parse import JudgeParseError, parse_label, parse_verdict
+from rft_jax.rewards.judge.prompt import pairwise_messages, pointwise_messages
+from rft_jax.rewards.judge.rubric import Rubric
 from rft_jax.rewards.result import RewardResult, failed
 
 

@@ -1,7 +1,9 @@
-"""The `rft-jax` command: a thin dispatcher to each feature's own `main(argv)`.
+"""The `rft-jax` command: a thin dispatcher to one module per subcommand in this package.
 
-Each subcommand lives beside the code it drives, so this file only names them.
-Imports are lazy: `rft-jax data validate` must not pay for importing JAX.
+Each `rft_jax.cli.<command>` parses a frozen options dataclass with tyro and calls
+library functions; the CLIs sit on top of the import graph (no library package
+imports `rft_jax.cli`). Imports are lazy: `rft-jax data validate` must not pay
+for importing JAX.
 """
 
 from __future__ import annotations
@@ -11,15 +13,15 @@ import sys
 
 # subcommand -> (module, one-line help). Each module defines `main(argv: list[str]) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("rft_jax.train.main", "GRPO reinforcement fine-tuning from an experiment config"),
-    "sft": ("rft_jax.sft.main", "supervised fine-tuning on assistant turns (warm start)"),
-    "data": ("rft_jax.data.cli", "validate / split / convert / generate RFT JSONL datasets"),
-    "reward": ("rft_jax.rewards.cli", "test a reward on a dataset, or serve one over HTTP"),
-    "baseline": ("rft_jax.evaluation.baseline", "measure the base model before training"),
-    "eval": ("rft_jax.evaluation.evaluate", "evaluate a model or checkpoint on a dataset"),
-    "report": ("rft_jax.evaluation.report", "HTML report of a training run"),
-    "generate": ("rft_jax.sampling.cli", "sample completions from a model for chat prompts"),
-    "serve": ("rft_jax.serving.server", "OpenAI-compatible HTTP server for a model"),
+    "train": ("rft_jax.cli.train", "GRPO reinforcement fine-tuning from an experiment config"),
+    "sft": ("rft_jax.cli.sft", "supervised fine-tuning on assistant turns (warm start)"),
+    "data": ("rft_jax.cli.data", "validate / split / convert / generate RFT JSONL datasets"),
+    "reward": ("rft_jax.cli.reward", "test a reward on a dataset, or serve one over HTTP"),
+    "baseline": ("rft_jax.cli.baseline", "measure the base model before training"),
+    "eval": ("rft_jax.cli.eval", "evaluate a model or checkpoint on a dataset"),
+    "report": ("rft_jax.cli.report", "HTML report of a training run"),
+    "generate": ("rft_jax.cli.generate", "sample completions from a model for chat prompts"),
+    "serve": ("rft_jax.cli.serve", "OpenAI-compatible HTTP server for a model"),
 }
 
 
@@ -53,7 +55,3 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
     return int(module.main(rest) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,10 +8,10 @@ Backends: a local rft_jax model (KV-cached sampler) or any OpenAI-compatible
 endpoint. Modes: pointwise scores, or pairwise preferences within a group.
 """
 
-# rewards first: its registry imports rft_jax.judge.reward, which must then load in full.
+# rewards first: its registry imports rft_jax.rewards.judge.reward, which must then load in full.
 import rft_jax.rewards  # noqa: F401
-from rft_jax.judge.judge import Judge
-from rft_jax.judge.reward import JudgeConfig, judge_reward, judge_reward_batch
-from rft_jax.judge.rubric import Criterion, Rubric, parse_rubric
+from rft_jax.rewards.judge.judge import Judge
+from rft_jax.rewards.judge.reward import JudgeConfig, judge_reward, judge_reward_batch
+from rft_jax.rewards.judge.rubric import Criterion, Rubric, parse_rubric
 
 __all__ = ["Criterion", "Judge", "JudgeConfig", "Rubric", "judge_reward", "judge_reward_batch", "parse_rubric"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from rft_jax.judge.rubric import Rubric
+from rft_jax.rewards.judge.rubric import Rubric
 
 PAIR_VERDICT = Rubric("pairwise verdict", labels=(("A", 1.0), ("B", 0.0), ("tie", 0.5)))
 

@@ -26,7 +26,7 @@ def completion_logprobs(params: dict, cfg: ModelConfig, prompt_BxP: jax.Array, p
     """(logp_BxGxC, entropy_BxGxC) of each completion token given the prompt and earlier tokens.
 
     `short_completion` (with the mask): the shorter half of the B*G completions
-    ends within that many tokens (`rft_jax.train.rollout.short_completion_len`).
+    ends within that many tokens (`rft_jax.rollout.batch.short_completion_len`).
     The completions are then run as two row batches, each row against its own
     prompt's keys/values: the shorter half that wide, the rest at the full
     width; positions past a row's batch width get log-prob and entropy 0 (they

@@ -1,0 +1,80 @@
+"""`rft-jax baseline`: measure the base model before training, and say whether RFT can start.
+
+Greedy pass@1, pass@k for k up to the group size (unbiased estimator), reward mean and
+spread, the share of prompts whose k samples all score the same (no learning signal),
+the share with at least one success, format compliance where the reward reports it,
+truncation and length percentiles; then a verdict with reasons and the next step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import jax
+import tyro
+
+from rft_jax.model.registry import DEFAULT_MODEL
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineOptions:
+    """What `rft-jax baseline` measures, and where it writes the result."""
+
+    data: str
+    """RFT JSONL file of prompts."""
+    model: str = DEFAULT_MODEL
+    """Registry key, Hugging Face folder or .gguf file."""
+    reward: str = "math_answer"
+    """Reward spec (name, module:function, JSON)."""
+    samples: int = 8
+    """k: samples per prompt (the GRPO group size G)."""
+    limit: int = 64
+    """Prompts to measure (0: all)."""
+    max_new_tokens: int = 128
+    """Tokens sampled per completion at most."""
+    temperature: float = 1.0
+    """Temperature of the k samples (the greedy pass uses 0)."""
+    success_threshold: float = 1.0
+    """A sample with at least this reward counts as a success."""
+    out: str = "baseline.json"
+    """The eval JSON written (schema in docs/monitoring.md), with the metrics and the verdict."""
+
+
+def main(argv: list[str]) -> int:
+    args = tyro.cli(BaselineOptions, args=argv, prog="rft-jax baseline", description=__doc__)
+
+    from rft_jax.data import load_dataset  # noqa: PLC0415
+    from rft_jax.evaluation.baseline import baseline  # noqa: PLC0415
+    from rft_jax.model import load_model  # noqa: PLC0415
+    from rft_jax.model.registry import resolve_compute_dtype  # noqa: PLC0415
+    from rft_jax.model.tokenizer import load_tokenizer  # noqa: PLC0415
+    from rft_jax.rewards import build_reward  # noqa: PLC0415
+
+    tokenizer = load_tokenizer(args.model)
+    scorer = build_reward(args.reward)
+    examples = load_dataset(args.data, tokenizer=tokenizer, require_reference=scorer.needs_reference)
+    examples = examples[: args.limit] if args.limit else examples
+    dtype = resolve_compute_dtype("auto")
+    cfg, params = load_model(args.model, dtype=dtype)
+    summary, verdict, greedy = baseline(params, cfg, tokenizer, examples, scorer, samples=args.samples,
+                                        max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                        success_threshold=args.success_threshold, dtype=dtype, key=jax.random.key(0))
+    metrics = summary.to_metrics()
+    width = max(len(k) for k in metrics)
+    print(f"baseline of {args.model} on {len(examples)} prompts of {args.data} "
+          f"(k={args.samples}, T={args.temperature})")
+    for k, v in metrics.items():
+        print(f"  {k:<{width}}  {v:.4f}" if isinstance(v, float) and not math.isnan(v) else f"  {k:<{width}}  {v}")
+    print(f"\nverdict: {verdict.title}")
+    for reason in verdict.reasons:
+        print(f"  - {reason}")
+    print(f"next step: {verdict.next_step}")
+    doc = greedy.to_json("base", model=args.model, dataset=args.data)
+    doc["metrics"] = {**doc["metrics"], **metrics}
+    doc["verdict"] = verdict.to_dict()
+    Path(args.out).write_text(json.dumps(doc, indent=1))
+    print(f"wrote {args.out}")
+    return 0

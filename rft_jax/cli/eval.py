@@ -1,0 +1,115 @@
+"""`rft-jax eval`: evaluate a model (base, checkpoint or export) on a dataset with one or more scorers.
+
+`rft-jax eval --model M [--adapter A] --data test.jsonl --reward R` prints the
+metrics, per-metadata-field breakdowns, and writes an eval JSON (the schema in
+docs/monitoring.md) that `rft-jax report` reads.
+
+`--checkpoint RUN` evaluates a run of `rft-jax train` or `rft-jax sft` from its
+orbax checkpoint (best, else latest; or one checkpoints/KIND/STEP folder) on the
+base model its config.json names, with LoRA merged as export does, so it scores
+exactly like the run's export/model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import tyro
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalOptions:
+    """What `rft-jax eval` scores, how it samples, and where it writes the result."""
+
+    data: str
+    """RFT JSONL file."""
+    model: str | None = None
+    """Registry key, HF folder or .gguf (default: smollm2-135m-instruct, or the --checkpoint run's base)."""
+    adapter: str | None = None
+    """PEFT LoRA folder to apply."""
+    checkpoint: str | None = None
+    """Run directory of `rft-jax train`/`sft` (its best, else latest, checkpoint) or a RUN/checkpoints/KIND/STEP."""
+    reward: tyro.conf.UseAppendAction[tuple[str, ...]] = ()
+    """Reward spec (repeatable; the first is the main score). Default: math_answer."""
+    max_new_tokens: int = 128
+    """Tokens sampled per completion at most."""
+    temperature: float = 0.0
+    """0 = greedy."""
+    samples: int = 1
+    """Samples per prompt (pass@k)."""
+    out: str | None = None
+    """Write the eval JSON here."""
+    name: str = "eval"
+    """The evaluation's name in the eval JSON (and in `rft-jax report`)."""
+
+
+def load_policy(model: str | None, checkpoint: str | None, command: str) -> tuple[str, object, dict, dict] | None:
+    """(model name, config, params, source) of --model or --checkpoint; None (after saying why) if it cannot.
+
+    `source` holds {"checkpoint": path} for a checkpoint, for the output's record.
+    """
+    from rft_jax.model import DEFAULT_MODEL, load_model  # noqa: PLC0415
+
+    if not checkpoint:
+        name = model or DEFAULT_MODEL
+        cfg, params = load_model(name)
+        return name, cfg, params, {}
+    from rft_jax.checkpoint.store import CheckpointError, restore_policy  # noqa: PLC0415
+    from rft_jax.model.params import cast  # noqa: PLC0415
+    from rft_jax.model.registry import default_param_dtype  # noqa: PLC0415
+
+    try:
+        policy = restore_policy(checkpoint, model)
+    except CheckpointError as err:
+        print(f"rft-jax {command}: {err}", file=sys.stderr)
+        return None
+    print(f"checkpoint: {policy.describe()}")
+    params = cast(policy.params, default_param_dtype())
+    return policy.model, policy.model_cfg, params, {"checkpoint": str(policy.checkpoint.path)}
+
+
+def main(argv: list[str]) -> int:
+    args = tyro.cli(EvalOptions, args=argv, prog="rft-jax eval", description=__doc__)
+    if args.checkpoint and args.adapter:
+        print("rft-jax eval: --checkpoint brings its own adapters; drop --adapter (or evaluate RUN/export/adapter "
+              "with --model BASE --adapter instead of --checkpoint)", file=sys.stderr)
+        return 2
+
+    import jax  # noqa: PLC0415 (keeps --help fast)
+
+    from rft_jax.data import load_dataset  # noqa: PLC0415
+    from rft_jax.evaluation.evaluate import evaluate  # noqa: PLC0415
+    from rft_jax.model.lora import load_peft_adapter  # noqa: PLC0415
+    from rft_jax.model.tokenizer import load_tokenizer  # noqa: PLC0415
+    from rft_jax.rewards import build_reward  # noqa: PLC0415
+
+    loaded = load_policy(args.model, args.checkpoint, "eval")
+    if loaded is None:
+        return 2
+    model, cfg, params, source = loaded
+    tokenizer = load_tokenizer(model)
+    examples = load_dataset(args.data, tokenizer=tokenizer)
+    scorers = {spec if len(spec) < 40 else f"reward{i}": build_reward(spec)
+               for i, spec in enumerate(args.reward or ("math_answer",))}
+    lora, scale = None, 1.0
+    if args.adapter:
+        lora, lora_cfg = load_peft_adapter(args.adapter, cfg)
+        scale = lora_cfg.scale
+    result = evaluate(params, cfg, tokenizer, examples, scorers, key=jax.random.key(0),
+                      max_new_tokens=args.max_new_tokens, lora=lora, lora_scale=scale,
+                      temperature=args.temperature, num_samples=args.samples)
+    width = max(len(k) for k in result.metrics)
+    for k, v in result.metrics.items():
+        print(f"{k:<{width}}  {v:.4f}")
+    for field, groups in result.by_field.items():
+        print(f"\nby {field}:")
+        for value, m in groups.items():
+            print(f"  {value:<14} " + "  ".join(f"{k}={v:.3f}" for k, v in m.items()))
+    if args.out:
+        doc = result.to_json(args.name, model=model, **source, dataset=args.data)
+        Path(args.out).write_text(json.dumps(doc, indent=1))
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,1 @@
+"""The rollout engine: prompts in, scored episodes out, packed into the arrays a train step reads."""

@@ -1,0 +1,128 @@
+"""The rollout engine: a batch of examples in, groups of scored episodes out.
+
+The one path that training, the signal check and the benchmarks run. Sampling
+goes through `rft_jax.sampling.generate_ids` on the run's mesh (a one-device
+mesh is the unsharded case); on several processes each one scores its share of
+the prompts and the rewards are gathered, so every process ends with the same
+`Rollouts`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from rft_jax.data.example import Example
+from rft_jax.model.config import ModelConfig
+from rft_jax.parallel.distributed import gather_names, gather_rows, process_share
+from rft_jax.rollout.episode import Episode
+from rft_jax.sampling import SamplingParams, decode_rollout, generate_ids
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutSettings:
+    """What a rollout needs besides the policy and the examples."""
+
+    sampling: SamplingParams
+    num_samples: int  # G
+    max_new_tokens: int
+    stops: tuple[str, ...] = ()
+    dtype: str = "float32"  # the sampler's matmul dtype
+
+
+@dataclasses.dataclass
+class Rollouts:
+    """B groups of G scored episodes, with host-side views the metrics and logs read."""
+
+    groups: list[list[Episode]]
+    timing: dict[str, float]
+
+    def _grid(self, value, dtype) -> np.ndarray:
+        return np.array([[value(e) for e in group] for group in self.groups], dtype)
+
+    @property
+    def rewards_BxG(self) -> np.ndarray:
+        return self._grid(lambda e: e.reward, np.float32)
+
+    @property
+    def lengths_BxG(self) -> np.ndarray:
+        """Policy tokens of each episode."""
+        return self._grid(lambda e: e.num_policy_tokens, np.int32)
+
+    @property
+    def truncated_BxG(self) -> np.ndarray:
+        return self._grid(lambda e: e.truncated, bool)
+
+    @property
+    def errors_BxG(self) -> np.ndarray:
+        return self._grid(lambda e: e.error is not None, bool)
+
+    @property
+    def prompt_lengths_B(self) -> np.ndarray:
+        return np.array([len(group[0].prompt_ids) for group in self.groups], np.int32)
+
+    @property
+    def components(self) -> dict[str, np.ndarray]:
+        names = sorted({k for group in self.groups for e in group for k in e.components})
+        return {k: self._grid(lambda e, k=k: e.components.get(k, np.nan), np.float32) for k in names}
+
+
+def prompt_ids(tokenizer, examples: list[Example]) -> list[list[int]]:
+    return [tokenizer.apply_chat_template(ex.prompt_messages, tools=ex.tools) for ex in examples]
+
+
+def generate_episodes(params: dict, cfg: ModelConfig, tokenizer, examples: list[Example], key: jax.Array,
+                      settings: RolloutSettings, *, lora: dict | None = None, lora_scale: float = 1.0,
+                      mesh: Mesh | None = None, policy_version: int = 0,
+                      ids: list[list[int]] | None = None) -> list[list[Episode]]:
+    """G single-turn episodes per example, sampled in one call of the jitted sampler."""
+    ids = prompt_ids(tokenizer, examples) if ids is None else ids
+    rollout, _, _ = generate_ids(params, cfg, ids, key, sampling=settings.sampling, num_samples=settings.num_samples,
+                                 max_new_tokens=settings.max_new_tokens, eos_ids=tokenizer.eos_ids,
+                                 pad_id=tokenizer.pad_id, lora=lora, lora_scale=lora_scale,
+                                 dtype=jnp.dtype(settings.dtype), mesh=mesh)
+    completions = decode_rollout(tokenizer, rollout, settings.stops)
+    return [[Episode.single_turn(ex, prompt, c.token_ids, c.logprobs, policy_version=policy_version,
+                                 finish_reason=c.finish_reason, text=c.text) for c in row]
+            for ex, prompt, row in zip(examples, ids, completions)]
+
+
+def score_episodes(scorer, groups: list[list[Episode]]) -> None:
+    """Fills each episode's reward, components and error; each process scores its share of the groups."""
+    share = process_share(len(groups))
+    mine = [e for group in groups[share] for e in group]
+    results = scorer.score_batch([e.example for e in mine], [e.text for e in mine])
+    g = len(groups[0])
+    names = gather_names([k for r in results for k in r.components])
+    local = {"rewards": np.array([r.score for r in results], np.float32).reshape(-1, g),
+             "errors": np.array([r.error or "" for r in results], object).reshape(-1, g),
+             "components": {k: np.array([r.components.get(k, np.nan) for r in results], np.float32).reshape(-1, g)
+                            for k in names}}
+    has_error = local["errors"] != ""
+    full = gather_rows({**local, "errors": has_error.astype(np.uint8)})
+    # Error messages stay on the process that scored them; elsewhere an error is known by its flag.
+    messages = {id(e): r.error for e, r in zip(mine, results)}
+    for i, group in enumerate(groups):
+        for j, e in enumerate(group):
+            e.reward = float(full["rewards"][i, j])
+            e.components = {k: float(v[i, j]) for k, v in full["components"].items() if np.isfinite(v[i, j])}
+            e.error = messages.get(id(e)) or ("reward failed (scored on another process)"
+                                              if full["errors"][i, j] else None)
+
+
+def collect(params: dict, cfg: ModelConfig, tokenizer, scorer, examples: list[Example], key: jax.Array,
+            settings: RolloutSettings, *, lora: dict | None = None, lora_scale: float = 1.0,
+            mesh: Mesh | None = None, policy_version: int = 0,
+            ids: list[list[int]] | None = None) -> Rollouts:
+    """Sample G episodes per example with the current policy and score them."""
+    t0 = time.perf_counter()
+    groups = generate_episodes(params, cfg, tokenizer, examples, key, settings, lora=lora, lora_scale=lora_scale,
+                               mesh=mesh, policy_version=policy_version, ids=ids)
+    t1 = time.perf_counter()
+    score_episodes(scorer, groups)
+    return Rollouts(groups, {"generate": t1 - t0, "reward": time.perf_counter() - t1})

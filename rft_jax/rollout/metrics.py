@@ -1,0 +1,44 @@
+"""What a step's rollouts say about the policy, under verl's metric names so dashboards carry over."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from rft_jax.grpo import zero_variance_groups
+from rft_jax.rollout.engine import Rollouts
+
+
+def rollout_metrics(r: Rollouts, adv_BxG: np.ndarray) -> dict[str, float]:
+    rewards = r.rewards_BxG
+    lengths = r.lengths_BxG.astype(np.float32)
+    zero_std = np.asarray(zero_variance_groups(jnp.asarray(rewards)))
+    m = {
+        "critic/rewards/mean": float(rewards.mean()),
+        "critic/rewards/max": float(rewards.max()),
+        "critic/rewards/min": float(rewards.min()),
+        "critic/advantages/mean": float(adv_BxG.mean()),
+        "critic/advantages/max": float(adv_BxG.max()),
+        "critic/advantages/min": float(adv_BxG.min()),
+        "reward/errors": float(r.errors_BxG.mean()),
+        "response_length/mean": float(lengths.mean()),
+        "response_length/max": float(lengths.max()),
+        "response_length/min": float(lengths.min()),
+        "response_length/clip_ratio": float(r.truncated_BxG.mean()),
+        "prompt_length/mean": float(r.prompt_lengths_B.mean()),
+        "batch/zero_std_frac": float(zero_std.mean()),
+    }
+    for name, values in r.components.items():
+        m[f"rewards/{name}/mean"] = float(np.nanmean(values)) if np.isfinite(values).any() else 0.0
+    return m
+
+
+def signal_metrics(r: Rollouts, success_threshold: float) -> dict[str, float]:
+    """Before training: can the model ever succeed, and do a group's samples disagree?"""
+    rewards = r.rewards_BxG
+    zero_std = np.asarray(zero_variance_groups(jnp.asarray(rewards)))
+    return {"baseline/sampled_reward_mean": float(rewards.mean()),
+            "baseline/any_positive_share": float((rewards.max(1) > 0).mean()),
+            "baseline/success_share": float((rewards >= success_threshold).mean()),
+            "baseline/zero_std_frac": float(zero_std.mean()),
+            "baseline/truncation_rate": float(r.truncated_BxG.mean())}
