@@ -19,9 +19,9 @@ from rft_jax.parallel import (
     mesh_shape,
     param_shardings,
     place,
-    step_shardings,
 )
 from rft_jax.parallel.rules import decode_kv_shardings
+from rft_jax.train.sharded_step import step_shardings
 from rft_jax.train.step import TrainState
 
 TINY = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
