@@ -4,8 +4,8 @@
 
 Both sample at temperature 1.0 (no top-k/top-p), exactly `new_tokens` tokens each (EOS
 ignored), from the same chat-templated arithmetic prompts. transformers gets them
-left-padded to the longest, as its tokenizer would pad them; ours get what
-`generate_ids` gives the sampler (the shared start once, the rests bucketed).
+left-padded to the longest, as its tokenizer would pad them; ours are timed through
+`generate_ids`, the product's sampling path (the shared start once, the rests bucketed).
 transformers runs in float32 (its default for this GGUF, the setting of
 ../shared/PEERS.md) and in bfloat16; torch uses the same number of threads as XLA's
 CPU client. Prints new tokens/s for each, the ratios, the matmul peak measured here
@@ -38,7 +38,7 @@ from rft_jax.model import DEFAULT_MODEL, load_model, resolve_model_path  # noqa:
 from rft_jax.model.registry import resolve_compute_dtype  # noqa: E402
 from rft_jax.model.tokenizer import load_tokenizer  # noqa: E402
 from rft_jax.sampling import SamplingParams, sample  # noqa: E402
-from rft_jax.sampling.generate import sampler_prompts  # noqa: E402
+from rft_jax.sampling.generate import generate_ids, sampler_prompts  # noqa: E402
 
 
 def prompts(tokenizer, n: int) -> list[list[int]]:
@@ -47,26 +47,41 @@ def prompts(tokenizer, n: int) -> list[list[int]]:
 
 
 def time_ours(params, cfg, prompts, new_tokens, dtype, repeats) -> tuple[float, float]:
-    """(median seconds, compile seconds) for sampling `new_tokens` after every prompt once."""
-    rest = sampler_prompts(prompts, 0, len(prompts))
-    run = lambda k: sample(params, cfg, rest.tokens_BxP, rest.mask_BxP, jax.random.key(k),  # noqa: E731
-                           params_sampling=SamplingParams(1.0), num_samples=1, max_new_tokens=new_tokens, eos_ids=(),
-                           pad_id=0, dtype=dtype, shared_1xS=rest.shared_1xS, prefill_rows=rest.prefill_rows)
+    """(median seconds, compile seconds) for sampling `new_tokens` after every prompt once, through
+    `generate_ids`, the function training, evaluation and `rft-jax generate` call (EOS off, as for HF)."""
+    run = lambda k: generate_ids(params, cfg, prompts, jax.random.key(k), sampling=SamplingParams(1.0),  # noqa: E731
+                                 num_samples=1, max_new_tokens=new_tokens, eos_ids=(), pad_id=0, dtype=dtype)[0]
     t = time.perf_counter()
-    jax.block_until_ready(run(0))
+    run(0)
     compile_s = time.perf_counter() - t
     times = []
     for r in range(repeats):
         t = time.perf_counter()
-        out = jax.block_until_ready(run(r + 1))
+        out = run(r + 1)  # host numpy arrays: generate_ids waits for the device
         times.append(time.perf_counter() - t)
     assert int(out.lengths_BxG.min()) == new_tokens
     return statistics.median(times), compile_s
 
 
+def prefill_seconds(params, cfg, prompts, dtype, repeats) -> float:
+    """The same sampler stopped after its first token. `generate_ids` rounds the token budget up to a
+    bucket of 16, so this one call goes to the jitted sampler directly with the same prompt arrays."""
+    rest = sampler_prompts(prompts, 0, len(prompts))
+    run = lambda k: sample(params, cfg, rest.tokens_BxP, rest.mask_BxP, jax.random.key(k),  # noqa: E731
+                           params_sampling=SamplingParams(1.0), num_samples=1, max_new_tokens=1, eos_ids=(),
+                           pad_id=0, dtype=dtype, shared_1xS=rest.shared_1xS, prefill_rows=rest.prefill_rows)
+    jax.block_until_ready(run(0))
+    times = []
+    for r in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(run(r + 1))
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
 def decode_seconds_per_step(total_s: float, params, cfg, prompts, new_tokens, dtype, repeats) -> tuple[float, float]:
     """(decode seconds per step, prefill seconds): the full run minus a run that stops after the first token."""
-    prefill_s, _ = time_ours(params, cfg, prompts, 1, dtype, repeats)
+    prefill_s = prefill_seconds(params, cfg, prompts, dtype, repeats)
     return max(total_s - prefill_s, 1e-9) / (new_tokens - 1), prefill_s
 
 

@@ -1,4 +1,4 @@
-"""`rft-jax baseline`: measure the base model before training, and say whether RFT can start.
+"""Measure the base model before training, and say whether RFT can start (`rft-jax baseline`).
 
 Greedy pass@1, pass@k for k up to the group size (unbiased estimator), reward mean and
 spread, the share of prompts whose k samples all score the same (no learning signal),

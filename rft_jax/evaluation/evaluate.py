@@ -1,13 +1,8 @@
-"""Evaluate a model (base, checkpoint or export) on a dataset with one or more scorers.
+"""Evaluate a policy on a dataset with one or more scorers: metrics, per-field breakdowns, samples.
 
-`rft-jax eval --model M [--adapter A] --data test.jsonl --reward R` prints the
-metrics, per-metadata-field breakdowns, and writes an eval JSON (the schema in
-docs/monitoring.md) that `rft-jax report` reads.
-
-`--checkpoint RUN` evaluates a run of `rft-jax train` or `rft-jax sft` from its
-orbax checkpoint (best, else latest; or one checkpoints/KIND/STEP folder) on the
-base model its config.json names, with LoRA merged as export does, so it scores
-exactly like the run's export/model.
+The result's JSON (schema in docs/monitoring.md) is what `rft-jax report` reads;
+runs evaluate their base model, validation and final policy with it, and
+`rft-jax eval` (rft_jax/cli/eval.py) evaluates a model, adapter or checkpoint.
 """
 
 from __future__ import annotations

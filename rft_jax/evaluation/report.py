@@ -1,4 +1,4 @@
-"""`rft-jax report RUN_DIR`: one self-contained HTML page that tells how a training run went.
+"""One self-contained HTML page that tells how a training run went (`rft-jax report RUN_DIR`).
 
 It reads only files in the run directory (metrics.jsonl, alarms.jsonl,
 eval_*.json; formats in docs/monitoring.md), so it works on a finished run, a

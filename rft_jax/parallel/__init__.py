@@ -8,28 +8,29 @@ step jitted with these shardings is `rft_jax.train.sharded_step`.
 """
 
 from rft_jax.parallel.distributed import (
-                                          DistributedConfig,
-                                          gather_rows,
-                                          initialize_distributed,
-                                          is_primary,
-                                          process_share,
-                                          to_host,
+    DistributedConfig,
+    agree,
+    gather_rows,
+    initialize_distributed,
+    is_primary,
+    process_share,
+    to_host,
 )
 from rft_jax.parallel.mesh import MeshConfig, make_mesh, mesh_shape
 from rft_jax.parallel.rules import (
-                                          RULES,
-                                          batch_shardings,
-                                          cache_sharding,
-                                          logical_spec,
-                                          lora_shardings,
-                                          opt_state_shardings,
-                                          param_shardings,
-                                          place,
-                                          replicated,
+    RULES,
+    batch_shardings,
+    cache_sharding,
+    logical_spec,
+    lora_shardings,
+    opt_state_shardings,
+    param_shardings,
+    place,
+    replicated,
 )
 
 __all__ = [
-    "RULES", "DistributedConfig", "MeshConfig", "batch_shardings", "cache_sharding", "gather_rows",
+    "RULES", "DistributedConfig", "agree", "MeshConfig", "batch_shardings", "cache_sharding", "gather_rows",
     "initialize_distributed", "is_primary", "logical_spec", "lora_shardings", "make_mesh",
     "mesh_shape", "opt_state_shardings", "param_shardings", "place", "process_share", "replicated",
     "to_host",

@@ -103,3 +103,13 @@ def gather_names(names: list[str]) -> list[str]:
     raw[:len(text)] = np.frombuffer(text, np.uint8)
     rows = np.asarray(multihost_utils.process_allgather(raw))
     return sorted({n for row in rows for n in bytes(row).rstrip(b"\0").decode().split("\n") if n})
+
+
+def agree(flag: bool) -> bool:
+    """Process 0's flag on every process, for decisions all processes must take at the same step (stop now):
+    a clock or a signal seen by one process alone would leave the others waiting in a collective."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(bool(flag))))

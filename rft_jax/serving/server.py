@@ -1,10 +1,8 @@
-"""`rft-jax serve`: an OpenAI-compatible chat-completions server (starlette + uvicorn) over the engine.
-
-    rft-jax serve --model smollm2-135m-instruct [--adapter runs/x/adapter] [--port 8000]
+"""An OpenAI-compatible chat-completions app (starlette) over the engine; `rft-jax serve` runs it.
 
 Endpoints: POST /v1/chat/completions (streaming and not), GET /v1/models,
-GET /health. Bound to 127.0.0.1 unless --host says otherwise; with
---token-env NAME every request must carry `Authorization: Bearer $NAME`.
+GET /health. With a token, every request must carry `Authorization: Bearer
+<token>`. The command line (host, port, --token-env) is rft_jax/cli/serve.py.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from rft_jax.grpo import TrainState
+from rft_jax.parallel import agree
 from rft_jax.rollout.engine import Rollouts
 
 
@@ -54,7 +55,7 @@ def run_hooks(hooks: list[Hook], ctx: StepContext) -> None:
 
 def time_budget_hook(budget_s: float, started: float) -> Hook:
     def check(ctx: StepContext) -> None:
-        if budget_s and time.perf_counter() - started > budget_s:
+        if budget_s and agree(time.perf_counter() - started > budget_s):  # process 0's clock decides
             ctx.stop = ctx.stop or "time budget reached"
 
     return Hook("time_budget", check)
@@ -93,7 +94,7 @@ class StopRequested:
 
     def hook(self) -> Hook:
         def check(ctx: StepContext) -> None:
-            if self.requested:
+            if agree(self.requested):  # every process stops at the step process 0 saw the signal
                 ctx.stop = "signal"
 
         return Hook("signal", check)
