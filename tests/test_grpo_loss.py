@@ -31,6 +31,18 @@ def test_kl_estimators_by_hand():
     np.testing.assert_allclose(KL_ESTIMATORS["k3"](x), [0.0, 0.718281828, 0.367879441, 0.148721271], rtol=1e-6)
 
 
+def test_k3_is_clamped_and_finite_for_huge_log_ratios():
+    # x clamped to [-20, 20] before the exp, the result to [-10, 10] (verl's low_var_kl):
+    # x = 1000 -> e^20 - 21 -> 10; x = -1000 -> e^-20 + 20 - 1 = 19.000000002 -> 10; x = 1 -> e - 2, untouched.
+    x = jnp.array([1000.0, -1000.0, 100.0, 1.0])
+    np.testing.assert_allclose(KL_ESTIMATORS["k3"](x), [10.0, 10.0, 10.0, 0.718281828], rtol=1e-6)
+    # Through the loss: a reference far from the policy gives a finite loss and gradient.
+    ref = OLD_BxC.at[0, 0].set(100.0)
+    cfg = GRPOLossConfig(beta=0.1)
+    loss, grad = jax.value_and_grad(lambda lp: grpo_loss(lp, OLD_BxC, ADV_B, MASK, cfg, ref_logp_BxC=ref)[0])(LOGP_BxC)
+    assert np.isfinite(loss) and np.all(np.isfinite(grad))
+
+
 MASK_BxC = jnp.array([[1, 1, 0, 0], [1, 0, 0, 0]])
 X_BxC = jnp.array([[1.0, 2.0, 9.0, 9.0], [4.0, 9.0, 9.0, 9.0]])  # 9s are masked out
 
@@ -148,6 +160,30 @@ def test_missing_inputs_and_bad_config_fail_loudly():
             GRPOLossConfig(**bad)
     with pytest.raises(ValueError, match="estimator"):
         AdvantageConfig(estimator="ppo")
+
+
+def test_dual_clip_caps_negative_advantages_by_hand():
+    # c = 3, ε = (0.2, 0.28). Row 0 has A = -1: r = 5 -> max(5, 1.28) = 5, capped to -A·c = 3 (gradient 0);
+    # r = 2 -> 2 < 3, untouched (gradient -A·r = 2); r = 0.5 -> max(0.5, 0.8) = 0.8, PPO-clipped (gradient 0).
+    # Row 1 has A = +1: r = 5 -> PPO clip -1.28; no cap for A > 0. r = 1 -> -1; r = 0.5 -> -0.5.
+    old = jnp.zeros((2, 3))
+    logp = jnp.log(jnp.array([[5.0, 2.0, 0.5], [5.0, 1.0, 0.5]]))
+    adv = jnp.array([-1.0, 1.0])
+    mask = jnp.ones((2, 3))
+    cfg = GRPOLossConfig(clip_ratio_c=3.0)
+    (loss, metrics), grad = jax.value_and_grad(lambda lp: grpo_loss(lp, old, adv, mask, cfg), has_aux=True)(logp)
+    # token-mean w = 1/6: (3 + 2 + 0.8 - 1.28 - 1 - 0.5) / 6 = 3.02 / 6
+    np.testing.assert_allclose(loss, 3.02 / 6, rtol=1e-6)
+    # d pg / d logp = -A·r where unclipped: [0, 2, 0], [0, -1, -0.5]
+    np.testing.assert_allclose(grad, np.array([[0.0, 2.0, 0.0], [0.0, -1.0, -0.5]]) / 6, rtol=1e-6, atol=1e-8)
+    # the capped token and the two PPO-clipped ones (r = 0.5 with A < 0, r = 5 with A > 0)
+    np.testing.assert_allclose(metrics["actor/pg_clipfrac"], 3 / 6)
+    # Off by default: the r = 5, A = -1 token costs the full 5.
+    plain, _ = grpo_loss(logp, old, adv, mask, GRPOLossConfig())
+    np.testing.assert_allclose(plain, 5.02 / 6, rtol=1e-6)
+    for bad in [dict(clip_ratio_c=1.0), dict(clip_ratio_c=3.0, policy_loss="gspo")]:
+        with pytest.raises(ValueError, match="clip_ratio_c"):
+            GRPOLossConfig(**bad)
 
 
 def test_grpo_loss_jits_with_config_closed_over():

@@ -204,3 +204,13 @@ def test_pallas_on_gpu_at_full_size():
     vg = lambda fn, **kw: jax.jit(jax.value_and_grad(  # noqa: E731
         lambda lp: fn(lp, *args, cfg, ref_logp_BxC=inputs["ref_logp_BxC"], **kw), has_aux=True))(logp)
     _assert_close(vg(api.grpo_loss, implementation="pallas_gpu"), vg(grpo_loss), rtol=1e-4, grad_rtol=1e-5)
+
+
+def test_kernel_refuses_loss_settings_it_does_not_compute():
+    """A GSPO/CISPO/SAPO or dual-clip config must not silently run as plain PPO-clip in the kernel."""
+    from kernels.grpo_loss.params import LossParams  # noqa: PLC0415
+
+    assert LossParams.from_config(GRPOLossConfig()).epsilon_high == GRPOLossConfig().epsilon_high
+    for bad in (dict(policy_loss="gspo"), dict(clip_ratio_c=3.0)):
+        with pytest.raises(ValueError, match="ppo_clip"):
+            LossParams.from_config(GRPOLossConfig(**bad))

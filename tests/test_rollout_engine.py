@@ -200,3 +200,41 @@ def test_before_after_table_rows_come_from_the_views():
     table = before_after_markdown(results)
     assert "| exact | 0.0% | 75.0% |" in table and "| mean reward | 0.10 | 0.90 |" in table
     assert "strict" not in table
+
+
+class _WordTokenizer:
+    """Tokens that decode to known strings; a stop string "\\n###" spans tokens 14 and 15."""
+
+    eos_ids, pad_id = (1,), 0
+    words = {10: "The", 11: " answer", 12: " is", 13: " 4", 14: "\n#", 15: "## ", 16: "junk"}
+
+    def decode(self, ids):
+        return "".join(self.words[i] for i in ids)
+
+
+def test_a_stop_string_cuts_the_tokens_logprobs_and_loss_mask_not_only_the_text():
+    from rft_jax.sampling.generate import decode_rollout
+    from rft_jax.sampling.sampler import Rollout
+
+    rows = [([10, 11, 12, 13, 14, 15, 16, 16], False),  # stop string, then the budget ran out
+            ([10, 16, 16, 16, 16, 16, 16, 16], False),  # the budget ran out: "length"
+            ([10, 13, 1], True),  # EOS
+            ([13, 14, 15, 16, 1], True)]  # stop string, then EOS
+    tokens = np.zeros((1, 4, 8), np.int32)
+    logprobs = np.zeros((1, 4, 8), np.float32)
+    for g, (ids, _) in enumerate(rows):
+        tokens[0, g, :len(ids)] = ids
+        logprobs[0, g, :len(ids)] = -0.1 * np.arange(1, len(ids) + 1)
+    lengths = np.array([[len(ids) for ids, _ in rows]], np.int32)
+    rollout = Rollout(tokens, logprobs, np.arange(8) < lengths[..., None], lengths,
+                      np.array([[eos for _, eos in rows]]))
+    completions = decode_rollout(_WordTokenizer(), rollout, stops=("\n###",))[0]
+    assert [c.token_ids for c in completions] == [[10, 11, 12, 13, 14, 15], rows[1][0], [10, 13, 1], [13, 14, 15]]
+    assert [c.finish_reason for c in completions] == ["stop", "length", "stop", "stop"]
+    assert [c.text for c in completions] == ["The answer is 4", "The" + "junk" * 7, "The 4", " 4"]
+    np.testing.assert_allclose(completions[0].logprobs, -0.1 * np.arange(1, 7), rtol=1e-6)
+    episodes = [Episode.single_turn(EXAMPLE, [5, 6, 7], c.token_ids, c.logprobs, policy_version=0,
+                                    finish_reason=c.finish_reason, text=c.text) for c in completions]
+    batch = pack_groups([episodes], np.zeros((1, 4)), pad_id=0, max_completion_tokens=8)
+    np.testing.assert_array_equal(batch.loss_mask_BxGxC[0].sum(-1), [6, 8, 3, 3])
+    np.testing.assert_array_equal(batch.truncated_BxG[0], [False, True, False, False])

@@ -21,7 +21,7 @@ from rft_jax.data.problems import DatasetError
 from rft_jax.grpo import OptimizerConfig
 from rft_jax.model import ModelConfig, init_params
 from rft_jax.rewards.spec import RewardSpec
-from rft_jax.train.config import DataConfig, EvalConfig, SamplingConfig, TaskData, TrainConfig
+from rft_jax.train.config import DataConfig, DynamicSamplingConfig, EvalConfig, SamplingConfig, TaskData, TrainConfig
 from rft_jax.train.loop import run
 from rft_jax.train.setup import ConfigError, set_aside_previous_run
 
@@ -137,3 +137,110 @@ def test_a_fresh_run_sets_an_earlier_run_in_its_folder_aside(tmp_path):
     os.utime(run_dir / "config.json", (first, first))  # the same stamp as the first: a new name
     second = set_aside_previous_run(run_dir)
     assert second is not None and second != moved and (second / "checkpoints").is_dir()
+
+
+def _records(out_dir: Path) -> dict[int, dict]:
+    return {r["step"]: r for r in map(json.loads, (out_dir / "metrics.jsonl").read_text().splitlines()) if r}
+
+
+def _rollouts(out_dir: Path, step: int) -> list[dict]:
+    from rft_jax.monitoring.writer import rollouts_path
+
+    return [json.loads(line) for line in rollouts_path(out_dir, step).read_text().splitlines()]
+
+
+def test_ppo_passes_count_rl_steps_in_the_schedule_and_on_resume(tiny_model, tmp_path, monkeypatch):
+    """mu = 2 passes make 2 optimizer updates a step; the learning rate and the data position still follow
+    the RL step, so step k uses schedule(k) and a resumed run takes the same examples as an uninterrupted one."""
+    from rft_jax.grpo import make_schedule
+    from rft_jax.train import loop
+    from rft_jax.train.config import CheckpointConfig
+    from rft_jax.train.hooks import Hook
+
+    opt = OptimizerConfig(learning_rate=1e-2, warmup_steps=1, schedule="cosine", min_lr_ratio=0.1)
+    cfg = lambda out, **kw: tiny_config(tiny_model, str(out), ppo_epochs=2, optimizer=opt,  # noqa: E731
+                                        rollout_log_interval=1, checkpoint=CheckpointConfig(interval=100),
+                                        export=False, **kw)
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    run(cfg(straight))
+    schedule = make_schedule(opt, 4)
+    lrs = {step: r["actor/lr"] for step, r in _records(straight).items() if step > 0}
+    assert lrs == pytest.approx({k + 1: float(schedule(k)) for k in range(4)}, rel=1e-6)
+
+    stop_after_2 = Hook("stop_after_2", lambda ctx: setattr(ctx, "stop", "signal") if ctx.step == 2 else None)
+    monkeypatch.setattr(loop, "time_budget_hook", lambda budget, started: stop_after_2)
+    run(cfg(killed))
+    assert max(_records(killed)) == 2
+    monkeypatch.undo()
+    run(cfg(killed, resume=True))
+    for step in (3, 4):  # RL steps 2 and 3 (0-based): the same examples, samples and rewards
+        assert _rollouts(killed, step) == _rollouts(straight, step), step
+        assert _records(killed)[step]["actor/lr"] == pytest.approx(lrs[step], rel=1e-6)
+
+
+def test_after_early_stopping_the_final_eval_and_export_use_the_best_checkpoint(tiny_model, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from rft_jax.checkpoint.store import CheckpointRef, read_trainable
+    from rft_jax.train import evals
+
+    rewards = iter([10.0, 0.0])  # step 1 beats the base model; step 2 does not, and patience 1 stops there
+    real_eval = evals.run_eval
+
+    def run_eval(name, *args, **kwargs):
+        if name != "val":
+            return real_eval(name, *args, **kwargs)
+        reward = next(rewards)
+        return SimpleNamespace(metrics={"reward/mean": reward, "pass@1": reward})
+
+    monkeypatch.setattr(evals, "run_eval", run_eval)
+    out = tmp_path / "run"
+    data = DataConfig(task=TaskData(name="arithmetic", num_train=16, num_val=4, num_test=2), max_prompt_tokens=128)
+    results = run(tiny_config(tiny_model, str(out), data=data, evaluation=EvalConfig(interval=1, patience=1)))
+    assert max(_records(out)) == 2
+    best = read_trainable(CheckpointRef(out, "best", 1))
+    last = read_trainable(CheckpointRef(out, "latest", 2))
+    exported = _adapter(out)["base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"]
+    assert not np.array_equal(exported, np.asarray(last["layers"]["q"]["b"][0]).T)
+    np.testing.assert_array_equal(exported, np.asarray(best["layers"]["q"]["b"][0]).T)
+    assert json.loads((out / "eval_final.json").read_text())["step"] == 1 and results["final_step"] == 1
+
+
+def test_the_warm_started_policy_is_the_kl_reference_as_init_from_is(tiny_model, tmp_path, monkeypatch):
+    """With a warm start the KL reference is the policy RL starts from: at the first update the policy
+    and the reference are the same model, so the KL is 0; the export's adapter applies to that policy."""
+    from rft_jax.grpo import GRPOLossConfig
+    from rft_jax.train import before_rl
+    from rft_jax.train.config import WarmStartConfig
+
+    def demos(*, tokenizer, examples, **_):  # a random model never ends an answer: fixed demonstrations
+        return [(tokenizer.apply_chat_template(ex.prompt_messages, tools=ex.tools), "7\nANSWER: 7")
+                for ex in examples]
+
+    monkeypatch.setattr(before_rl, "self_format_demos", demos)
+    out = tmp_path / "run"
+    cfg = tiny_config(tiny_model, str(out), max_steps=1, loss=GRPOLossConfig(beta=0.1),
+                      warm_start=WarmStartConfig(steps=3, num_demos=4, batch_size=2, learning_rate=1e-2))
+    run(cfg)
+    assert abs(_records(out)[1]["actor/kl_loss"]) < 1e-7
+    doc = json.loads((out / "export" / "adapter" / "adapter_config.json").read_text())
+    assert doc["base_model_name_or_path"] == str((out / "export" / "base").absolute())
+    assert "warm start" in json.loads((out / "export" / "base" / "origin.json").read_text())["started_from"]
+
+
+def test_dynamic_sampling_and_the_kl_monitor_in_a_run(tiny_model, tmp_path):
+    """Dynamic sampling refills groups whose rewards agree from further prompts; the KL to the reference is
+    logged every step although beta = 0."""
+    out = tmp_path / "run"
+    cfg = tiny_config(tiny_model, str(out), reward=RewardSpec("tests.toy_rewards:coin"), max_steps=2,
+                      sampling=SamplingConfig(samples_per_prompt=2, max_new_tokens=16), kl_monitor_interval=1,
+                      dynamic_sampling=DynamicSamplingConfig(enabled=True, max_rounds=4))
+    run(cfg)
+    records = _records(out)
+    for step in (1, 2):
+        r = records[step]
+        assert r["dynamic/signal_groups"] + r["dynamic/filler_groups"] == cfg.batch_size
+        assert r["dynamic/extra_rounds"] <= 4 and r["dynamic/extra_prompts"] == 2 * r["dynamic/extra_rounds"]
+        assert r["dynamic/signal_groups"] == cfg.batch_size or r["dynamic/extra_rounds"] == 4
+        assert "actor/ref_kl" in r and r["actor/ref_kl"] >= 0.0
+    assert records[2]["actor/ref_kl"] > 0.0  # the hook runs after the update: the adapters have moved

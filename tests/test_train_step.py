@@ -15,7 +15,15 @@ from rft_jax.model.lora import LoraConfig, init_lora, load_peft_adapter, merge_l
 from rft_jax.rollout.batch import pack_groups, short_completion_len
 from rft_jax.rollout.episode import Episode
 from rft_jax.sampling import SamplingParams, sample
-from rft_jax.train.step import RolloutBatch, StepSettings, TrainState, batch_loss, jit_train_step
+from rft_jax.train.step import (
+    RolloutBatch,
+    StepSettings,
+    TrainState,
+    batch_gradients,
+    batch_loss,
+    batch_loss_weights,
+    jit_train_step,
+)
 
 TINY = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                    head_dim=8)
@@ -144,3 +152,59 @@ def test_shorter_half_of_the_completions_trains_on_a_narrower_bucket():
     m = np.asarray(batch.completion_mask_BxGxC)
     for x, y in zip(part, full):
         np.testing.assert_allclose(np.where(m, x, 0), np.where(m, y, 0), atol=1e-5)
+
+
+def _batch_of_lengths(lengths_BxG, c: int, advantages_BxG, truncated_BxG=None, seed: int = 0) -> RolloutBatch:
+    """A hand-made batch: completion (b, j) has lengths_BxG[b][j] real tokens, right-padded to width c."""
+    lengths = np.asarray(lengths_BxG)
+    b, g = lengths.shape
+    tokens = _tokens((b, g, c), seed=seed)
+    mask = jnp.asarray(np.arange(c)[None, None] < lengths[..., None])
+    truncated = np.zeros((b, g), bool) if truncated_BxG is None else np.asarray(truncated_BxG)
+    return RolloutBatch(_tokens((b, 5), seed=seed + 1), jnp.ones((b, 5), bool), jnp.where(mask, tokens, 0), mask,
+                        jnp.where(mask, -1.0, 0.0), jnp.asarray(advantages_BxG, jnp.float32), jnp.asarray(truncated))
+
+
+def test_dr_grpo_normaliser_is_a_constant_not_the_batch_width():
+    """A token's weight in seq-mean-token-sum-norm is 1 / (L_norm · B·G) with L_norm the generation budget: it must
+    not change when another group's completion grows and the batch's padded width goes from 16 to 32."""
+    params = init_params(TINY, jax.random.key(0), std=0.2)
+    lora = jax.tree.map(lambda a: a + 0.05, init_lora(TINY, LoraConfig(rank=2), jax.random.key(1)))
+    loss_cfg = GRPOLossConfig(aggregation="seq-mean-token-sum-norm")
+    s = StepSettings(TINY, loss_cfg, lora_scale=1.0, temperature=1.0, dtype="float32", max_new_tokens=32)
+    adv = [[1.0, -1.0], [0.0, 0.0]]  # group 1 carries no loss, only width
+    narrow = _batch_of_lengths([[3, 5], [4, 10]], 16, adv)
+    wide = _batch_of_lengths([[3, 5], [4, 30]], 32, adv)
+    # First pass r = 1, so loss = -Σ w·A = -(3·1 - 5·1) / (32 · 4) = 2 / 128, at either width.
+    for batch in (narrow, wide):
+        np.testing.assert_allclose(batch_loss(lora, params, None, batch, s)[0], 2 / 128, rtol=1e-6)
+        np.testing.assert_allclose(batch_loss_weights(batch, s)[0, 0, 0], 1 / 128, rtol=1e-6)
+    # An explicit L_norm wins; neither set is an error, not a silent fall back to the padded width.
+    s_norm = StepSettings(TINY, GRPOLossConfig(aggregation="seq-mean-token-sum-norm", norm_length=64), 1.0, 1.0,
+                          "float32", max_new_tokens=32)
+    np.testing.assert_allclose(batch_loss(lora, params, None, narrow, s_norm)[0], 2 / 256, rtol=1e-6)
+    with pytest.raises(ValueError, match="norm_length"):
+        batch_loss(lora, params, None, narrow, StepSettings(TINY, loss_cfg, 1.0, 1.0, "float32"))
+
+
+@pytest.mark.parametrize("aggregation", ["token-mean", "seq-mean-token-mean"])
+def test_accumulated_gradient_with_unequal_lengths_equals_the_full_batch_gradient(aggregation):
+    """Two micro-batches of one group each. Micro-batch 0 has 3 + 5 + 4 loss tokens (its 6-token row is truncated
+    and masked), micro-batch 1 has 12 + 16 + 9 + 16: token-mean per micro-batch would weight micro-batch 0's tokens
+    1/12 instead of 1/65, and seq-mean-token-mean would count 3 and 4 sequences instead of 7."""
+    params = init_params(TINY, jax.random.key(0), std=0.2)
+    lora = jax.tree.map(lambda a: a + 0.05, init_lora(TINY, LoraConfig(rank=2), jax.random.key(1)))
+    batch = _batch_of_lengths([[3, 5, 4, 6], [12, 16, 9, 16]], 16, [[0.5, -1.0, 1.5, -0.2], [-0.7, 1.2, 0.3, -1.1]],
+                              truncated_BxG=[[False, False, False, True], [False, False, False, False]])
+    loss_cfg = GRPOLossConfig(aggregation=aggregation, mask_truncated=True)
+    full = StepSettings(TINY, loss_cfg, lora_scale=1.0, temperature=1.0, dtype="float32")
+    split = StepSettings(TINY, loss_cfg, lora_scale=1.0, temperature=1.0, dtype="float32", microbatches=2)
+    grads = {name: jax.jit(lambda tr, b, s=st: batch_gradients(tr, params, None, b, s))(lora, batch)
+             for name, st in (("full", full), ("split", split))}
+    (want, want_metrics), (got, got_metrics) = grads["full"], grads["split"]
+    for g_want, g_got in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+        scale = float(np.abs(g_want).max())
+        assert scale > 0
+        np.testing.assert_allclose(g_got, g_want, rtol=1e-5, atol=1e-6 * scale)
+    for name in ("actor/loss", "actor/pg_loss"):
+        np.testing.assert_allclose(got_metrics[name], want_metrics[name], rtol=1e-5)

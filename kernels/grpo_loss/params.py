@@ -39,4 +39,10 @@ class LossParams:
         """The kernel's fields of `cfg` (e.g. rft_jax's GRPOLossConfig); a LossParams is returned as is."""
         if isinstance(cfg, cls):
             return cfg
+        # The kernel computes the PPO-clip surrogate only: refuse settings it would silently ignore.
+        unsupported = {"policy_loss": "ppo_clip", "clip_ratio_c": None}
+        for name, supported in unsupported.items():
+            if getattr(cfg, name, supported) != supported:
+                raise ValueError(f"the fused GRPO loss kernel computes ppo_clip without dual-clip; "
+                                 f"{name}={getattr(cfg, name)!r} needs the reference loss (rft_jax.grpo.grpo_loss)")
         return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)})

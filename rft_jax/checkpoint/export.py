@@ -49,10 +49,23 @@ def export_model(folder: str | Path, cfg: ModelConfig, params: dict, tokenizer) 
     return folder
 
 
-def export_run(cfg, model_cfg: ModelConfig, base_params: dict, trainable: dict, tokenizer, folder: Path) -> None:
-    """`folder/model` (merged HF folder) and, for LoRA, `folder/adapter` (PEFT)."""
+def export_run(cfg, model_cfg: ModelConfig, base_params: dict, trainable: dict, tokenizer, folder: Path,
+               base_origin: str = "") -> None:
+    """`folder/model` (merged HF folder) and, for LoRA, `folder/adapter` (PEFT).
+
+    `base_origin`: set when `base_params` are not `cfg.model.name`'s own weights but
+    a policy the run started from (an `init_from` checkpoint merged into them, a warm
+    start); it says which. The adapter only reproduces the policy on that base, so
+    the base is written beside it as `folder/base` (with `origin.json`: the model it
+    was trained from and `base_origin`) and the adapter names that folder.
+    """
     if cfg.mode == "lora":
-        save_peft_adapter(folder / "adapter", model_cfg, trainable, cfg.lora, base_model=cfg.model.name)
+        base_model = cfg.model.name
+        if base_origin:
+            base_model = str(export_model(folder / "base", model_cfg, base_params, tokenizer).absolute())
+            (folder / "base" / "origin.json").write_text(json.dumps({"model": cfg.model.name,
+                                                                    "started_from": base_origin}, indent=1))
+        save_peft_adapter(folder / "adapter", model_cfg, trainable, cfg.lora, base_model=base_model)
         params = merge_lora(base_params, trainable, cfg.lora.scale)
     else:
         params = trainable

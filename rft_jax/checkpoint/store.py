@@ -24,6 +24,8 @@ from rft_jax.model.config import ModelConfig
 from rft_jax.model.lora import LoraConfig, init_lora, merge_lora
 from rft_jax.model.params import init_params
 
+WARM_START_MODEL = "warm_start/model"  # RUN/warm_start/model: a warm-started run's starting policy (HF folder)
+
 
 class RunCheckpoints:
     def __init__(self, run_dir: str | Path, keep_latest: int = 1, keep_best: int = 1):
@@ -198,7 +200,8 @@ def checkpoint_params(ref: CheckpointRef, model: str, model_cfg: ModelConfig, ba
     LoRA runs: the adapters merged into the base, W + (alpha/r) A @ B in
     float32 exactly as export does, so a checkpoint evaluates like its export.
     A run that itself started `init_from` another checkpoint has that policy
-    as its base, so chains (SFT -> RFT -> RFT) restore recursively.
+    as its base, so chains (SFT -> RFT -> RFT) restore recursively; a run
+    with a warm start has its warm-started policy (RUN/warm_start/model) as base.
     """
     src = read_trained_from(ref.run_dir)
     if src.model != model:
@@ -209,7 +212,11 @@ def checkpoint_params(ref: CheckpointRef, model: str, model_cfg: ModelConfig, ba
         _check_fits(trainable, jax.eval_shape(lambda: init_params(model_cfg, key)), ref, src, model)
         return trainable
     _check_fits(trainable, jax.eval_shape(lambda: init_lora(model_cfg, src.lora, key)), ref, src, model)
-    if src.init_from:
+    if (ref.run_dir / WARM_START_MODEL).is_dir():  # the warm-started policy (any init_from is inside it)
+        from rft_jax.model.registry import load_model  # noqa: PLC0415
+
+        base_params = load_model(str(ref.run_dir / WARM_START_MODEL), dtype=jnp.float32)[1]
+    elif src.init_from:
         base_params = checkpoint_params(find_checkpoint(src.init_from), model, model_cfg, base_params)
     return merge_lora(base_params, trainable, src.lora.scale)
 

@@ -1,18 +1,22 @@
-"""`rft-jax train --config experiments/NAME.py [--field.sub value ...]`.
+"""`rft-jax train [--config experiments/NAME.py] [--preset NAME] [--field.sub value ...]`.
 
-The experiment file defines `CONFIG` (a TrainConfig); every field can be
-overridden on the command line (tyro), and `--help` documents all of them.
-Without --config the defaults of TrainConfig are the starting point.
+The experiment file defines `CONFIG` (a TrainConfig); without --config the
+defaults of TrainConfig are the starting point. `--preset` then sets a paper's
+advantage and loss settings (rft_jax/grpo/presets.py: grpo, dapo, dr_grpo,
+gspo, cispo, sapo, rloo), and every field can still be overridden on the
+command line (tyro); `--help` documents all of them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
 from pathlib import Path
 
 import tyro
 
+from rft_jax.grpo.presets import PRESETS, apply_preset
 from rft_jax.train.config import TrainConfig
 
 
@@ -30,16 +34,28 @@ def load_experiment(path: str) -> TrainConfig:
     return config
 
 
-def split_config_arg(argv: list[str]) -> tuple[str | None, list[str]]:
-    """(the --config path or None, argv without it); `--config PATH` and `--config=PATH` both work."""
+def split_flag(argv: list[str], flag: str, example: str) -> tuple[str | None, list[str]]:
+    """(the flag's value or None, argv without it); `--flag VALUE` and `--flag=VALUE` both work."""
     for i, arg in enumerate(argv):
-        if arg == "--config":
+        if arg == flag:
             if i + 1 == len(argv):
-                raise ValueError("--config needs a path: --config experiments/NAME.py")
+                raise ValueError(f"{flag} needs a value: {flag} {example}")
             return argv[i + 1], argv[:i] + argv[i + 2:]
-        if arg.startswith("--config="):
+        if arg.startswith(flag + "="):
             return arg.split("=", 1)[1], argv[:i] + argv[i + 1:]
     return None, list(argv)
+
+
+def split_config_arg(argv: list[str]) -> tuple[str | None, list[str]]:
+    return split_flag(argv, "--config", "experiments/NAME.py")
+
+
+def with_preset(cfg: TrainConfig, name: str) -> TrainConfig:
+    """`cfg` with preset `name`'s advantage and loss settings (DAPO's overlong buffer scaled to its budget)
+    and its dynamic-sampling switch."""
+    advantage, loss = apply_preset(name, cfg.sampling.max_new_tokens)
+    dynamic = dataclasses.replace(cfg.dynamic_sampling, enabled=PRESETS[name].dynamic_sampling)
+    return dataclasses.replace(cfg, advantage=advantage, loss=loss, dynamic_sampling=dynamic)
 
 
 def cli(default: TrainConfig, argv: list[str], description: str | None = None) -> TrainConfig:
@@ -59,7 +75,13 @@ def main(argv: list[str]) -> int:
 
 
 def cli_with_default(default: TrainConfig, argv: list[str], description: str | None = None) -> int:
-    """Parses overrides of `default`, trains, prints the before/after table."""
+    """Applies --preset, parses overrides of `default`, trains, prints the before/after table."""
+    try:
+        preset, argv = split_flag(argv, "--preset", "|".join(sorted(PRESETS)))
+        default = with_preset(default, preset) if preset else default
+    except ValueError as err:
+        print(f"rft-jax train: {err}", file=sys.stderr)
+        return 2
     cfg = cli(default, argv, description)
     from rft_jax.train.loop import run  # noqa: PLC0415 (keeps --help fast)
     from rft_jax.train.report_table import print_before_after  # noqa: PLC0415

@@ -13,7 +13,13 @@ w * d loss_token / d logp.
 | `seq-mean-token-sum-norm`  | m / (L_norm · B)           | Dr.GRPO (constant L_norm)  |
 
 `L_norm` is a constant length (Dr.GRPO uses the generation budget); it must not
-depend on the batch, or the length bias that Dr.GRPO removes comes back.
+depend on the batch, or the length bias that Dr.GRPO removes comes back. The
+train step therefore uses `norm_length`, else the generation budget, and refuses
+to fall back to the batch's padded width.
+
+Weights are computed over the whole batch, before it is split into micro-batches
+(`rft_jax.train.step.batch_gradients`), so token-mean divides by the token count
+of the whole batch, as verl and TRL do.
 """
 
 from __future__ import annotations

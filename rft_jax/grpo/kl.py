@@ -9,6 +9,11 @@ token y ~ π_θ (the rollout). Their expectations under π_θ all equal the KL, 
 | k2   | x² / 2           | biased, low variance; its gradient is the true KL's      |
 | k3   | eˣ - x - 1       | unbiased, low variance, always >= 0; GRPO's default      |
 
+k3 exponentiates, so, as verl's `low_var_kl` does, x is clamped to [-20, 20]
+before the exp and the result to [-10, 10]: a token the policy has pushed far
+from the reference (log-ratio 100, say) gives a finite, bounded penalty instead
+of inf (and NaN gradients). k1 and k2 have no exp and are finite for finite x.
+
 Plain elementwise jnp; kernels/grpo_loss/reference.py mirrors them and its tests check they agree.
 """
 
@@ -30,7 +35,8 @@ def k2(ref_log_ratio: jnp.ndarray) -> jnp.ndarray:
 
 
 def k3(ref_log_ratio: jnp.ndarray) -> jnp.ndarray:
-    return jnp.exp(ref_log_ratio) - ref_log_ratio - 1.0
+    x = jnp.clip(ref_log_ratio, -20.0, 20.0)
+    return jnp.clip(jnp.exp(x) - x - 1.0, -10.0, 10.0)
 
 
 KL_ESTIMATORS: dict[str, KLEstimator] = {"k1": k1, "k2": k2, "k3": k3}

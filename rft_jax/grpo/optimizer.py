@@ -8,9 +8,10 @@ optimizer update. So one optimizer step == one schedule step == one log line,
 the optimizer state holds no hidden accumulation buffer, and peak memory is one
 micro-batch's activations plus one gradient accumulator.
 
-Caveat (shared with verl and TRL): the step's gradient is the *mean of the
-micro-batch gradients*, so with `token-mean` aggregation and micro-batches of
-different token counts it is not exactly the token-mean over the whole batch.
+The step's gradient is the *mean of the micro-batch gradients*; so that it is
+exactly the whole batch's gradient (token-mean over every micro-batch's tokens,
+as verl and TRL normalise), `rft_jax.train.step.train_step` computes the loss
+weights over the whole batch and hands each micro-batch M times its share.
 """
 
 from __future__ import annotations
@@ -85,13 +86,31 @@ def make_schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
 
 
 def _decay_mask(params):
-    return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+    """Weight decay by parameter name, not by rank (layers are stacked, so a norm is [L, D]).
+
+    Common practice (GPT-2/nanoGPT, Hugging Face's Trainer): decay the matrices
+    (projection weights "w", embeddings, LoRA's A and B); never decay norms
+    ("*norm") or biases (a "b" beside a projection's "w"; LoRA's "b" sits beside an "a").
+    """
+    def walk(node, name: str = "", siblings=()):
+        if isinstance(node, dict):
+            return {k: walk(v, k, node) for k, v in node.items()}
+        return not (name.endswith("norm") or (name == "b" and "w" in siblings))
+
+    return walk(params)
 
 
-def make_optimizer(cfg: OptimizerConfig, total_steps: int) -> optax.GradientTransformation:
-    """Global-norm clipping, then AdamW on `make_schedule`."""
+def make_optimizer(cfg: OptimizerConfig, total_steps: int, updates_per_step: int = 1) -> optax.GradientTransformation:
+    """Global-norm clipping, then AdamW on `make_schedule`.
+
+    `total_steps` and the schedule count *steps* of the run (RL steps). With
+    several optimizer updates per step (μ PPO passes x mini-batches), optax's
+    update count is divided by `updates_per_step`, so every update of step k
+    uses schedule(k) and the schedule ends with the run, not μ times too early.
+    """
+    schedule = make_schedule(cfg, total_steps)
     adamw = optax.adamw(
-        make_schedule(cfg, total_steps), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+        lambda count: schedule(count // updates_per_step), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
         weight_decay=cfg.weight_decay, mask=_decay_mask,
     )
     if cfg.max_grad_norm is None:

@@ -43,13 +43,15 @@ class LoraConfig:
 
 
 def init_lora(cfg: ModelConfig, lora_cfg: LoraConfig, key: jax.Array) -> dict:
-    """A ~ N(0, 1/in) (Kaiming-like, as PEFT), B = 0."""
+    """A ~ U(-1/sqrt(in), 1/sqrt(in)), B = 0: PEFT's init (torch's kaiming_uniform_ with a = sqrt(5), whose
+    bound is gain * sqrt(3 / in) with gain = sqrt(2 / (1 + a^2)) = sqrt(1/3))."""
     shapes = projection_shapes(cfg)
     keys = jax.random.split(key, len(lora_cfg.targets))
     layers = {}
     for k, name in zip(keys, lora_cfg.targets):
         n_in, n_out = shapes[name]
-        a = jax.random.normal(k, (cfg.num_layers, n_in, lora_cfg.rank), jnp.float32) / np.sqrt(n_in)
+        bound = 1.0 / np.sqrt(n_in)
+        a = jax.random.uniform(k, (cfg.num_layers, n_in, lora_cfg.rank), jnp.float32, -bound, bound)
         layers[name] = {"a": a, "b": jnp.zeros((cfg.num_layers, lora_cfg.rank, n_out), jnp.float32)}
     return {"layers": layers}
 

@@ -119,6 +119,8 @@ def entropy_explosion(h: MetricHistory, cfg: AlarmConfig) -> str | None:
 
 def kl_growth(h: MetricHistory, cfg: AlarmConfig) -> str | None:
     steps, values = h.series(names.KL_LOSS)
+    if values.size == 0:  # beta = 0: no KL term, but the monitor measures the KL every N steps
+        steps, values = h.series(names.REF_KL)
     now = _mean(values[-cfg.window :])
     if now > cfg.kl_ceiling:
         return f"KL to the reference is {now:.3g}, above the ceiling {cfg.kl_ceiling:g}"

@@ -23,6 +23,7 @@ PG_CLIPFRAC = "actor/pg_clipfrac"
 PPO_KL = "actor/ppo_kl"  # KL(old policy || new policy) during the update
 ENTROPY = "actor/entropy"
 KL_LOSS = "actor/kl_loss"  # KL to the reference policy (the beta-weighted term, unweighted)
+REF_KL = "actor/ref_kl"  # KL to the reference, measured every N steps on rollouts even when beta = 0
 GRAD_NORM = "actor/grad_norm"
 LR = "actor/lr"
 

@@ -43,7 +43,7 @@ PANELS: tuple[Panel, ...] = (
     Panel("reward", "Reward (train and validation)", (names.REWARD_MEAN, names.VAL_REWARD_MEAN, names.VAL_PASS_AT_1), ylabel="reward"),
     Panel("reward_components", "Reward components", prefix=names.REWARD_COMPONENT_PREFIX, ylabel="mean"),
     Panel("entropy", "Policy entropy", (names.ENTROPY,), ylabel="nats/token"),
-    Panel("kl", "KL divergence", (names.KL_LOSS, names.PPO_KL), ylabel="nats/token"),
+    Panel("kl", "KL divergence", (names.REF_KL, names.KL_LOSS, names.PPO_KL), ylabel="nats/token"),
     Panel(
         "response_length",
         "Response length",

@@ -60,11 +60,13 @@ def advantages(groups: list[list[Episode]], cfg: AdvantageConfig, max_new_tokens
 
 
 def pack_groups(groups: list[list[Episode]], advantages_BxG: np.ndarray, *, pad_id: int,
-                max_completion_tokens: int) -> RolloutBatch:
+                max_completion_tokens: int, active_B: np.ndarray | None = None) -> RolloutBatch:
     """B groups of G episodes (each group shares one prompt) as device arrays.
 
     Prompts are left-padded to a prompt bucket, completions right-padded to a
     completion bucket of the longest one (at most `max_completion_tokens`).
+    Groups with `active_B` False (fillers that keep the batch's shape, see
+    dynamic.py) get an empty loss mask: the model reads them, the loss ignores them.
     """
     b, g = len(groups), len(groups[0])
     if any(len(group) != g for group in groups):
@@ -84,6 +86,8 @@ def pack_groups(groups: list[list[Episode]], advantages_BxG: np.ndarray, *, pad_
             n = len(e.completion_ids)
             tokens[i, j, :n], real[i, j, :n] = e.completion_ids, True
             loss[i, j, :n], old_logp[i, j, :n] = e.loss_mask, e.behaviour_logprobs
+    if active_B is not None:
+        loss &= np.asarray(active_B, bool)[:, None, None]
     truncated = np.array([[e.truncated for e in group] for group in groups])
     batch = RolloutBatch(prompt_BxP, prompt_mask_BxP, tokens, real, old_logp,
                          np.asarray(advantages_BxG, np.float32), truncated, loss)

@@ -9,10 +9,12 @@ from rft_jax.grpo import zero_variance_groups
 from rft_jax.rollout.engine import Rollouts
 
 
-def rollout_metrics(r: Rollouts, adv_BxG: np.ndarray) -> dict[str, float]:
+def rollout_metrics(r: Rollouts, adv_BxG: np.ndarray, shaped_BxG: np.ndarray | None = None) -> dict[str, float]:
+    """`shaped_BxG`: the rewards the advantages were computed from (`rft_jax.rollout.batch.shaped_rewards`);
+    a group without signal (`batch/zero_std_frac`) is one whose shaped rewards are all equal."""
     rewards = r.rewards_BxG
     lengths = r.lengths_BxG.astype(np.float32)
-    zero_std = np.asarray(zero_variance_groups(jnp.asarray(rewards)))
+    zero_std = np.asarray(zero_variance_groups(jnp.asarray(rewards if shaped_BxG is None else shaped_BxG)))
     m = {
         "critic/rewards/mean": float(rewards.mean()),
         "critic/rewards/max": float(rewards.max()),

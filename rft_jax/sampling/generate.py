@@ -147,8 +147,27 @@ def generate_ids(params: dict, cfg: ModelConfig, prompts: list[list[int]], key: 
     return out, tokens[:n], mask[:n]
 
 
+def stop_token_count(tokenizer, ids: list[int], stops: tuple[str, ...], eos: set[int]) -> int:
+    """How many of `ids` a completion whose text holds a stop string keeps: through the first token whose
+    decoded prefix contains one. A binary search, since a longer prefix keeps what a shorter one holds:
+    O(log n) decodes per completion."""
+    contains = lambda k: any(s in tokenizer.decode([t for t in ids[:k] if t not in eos]) for s in stops)  # noqa: E731
+    lo, hi = 1, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if contains(mid) else (mid + 1, hi)
+    return lo
+
+
 def decode_rollout(tokenizer, rollout: Rollout, stops: tuple[str, ...] = ()) -> list[list[Completion]]:
-    """Text of each sample [B][G], the EOS token dropped and stop strings applied."""
+    """Text of each sample [B][G], the EOS token dropped and stop strings applied.
+
+    A stop string ends the completion at the token that completes it: the tokens
+    and log-probs after it are dropped (so an episode built from them trains on
+    none of them) and the text is cut before the stop string. The finish reason
+    is "stop" for an EOS or a stop string (even when the budget ran out after
+    it), "length" only when the budget ran out with neither.
+    """
     eos = set(tokenizer.eos_ids)
     result = []
     for b in range(rollout.tokens_BxGxC.shape[0]):
@@ -157,8 +176,10 @@ def decode_rollout(tokenizer, rollout: Rollout, stops: tuple[str, ...] = ()) -> 
             n = int(rollout.lengths_BxG[b, g])
             ids = [int(t) for t in rollout.tokens_BxGxC[b, g, :n]]
             lps = [float(x) for x in rollout.logprobs_BxGxC[b, g, :n]]
-            text = tokenizer.decode([t for t in ids if t not in eos])
-            text, hit = truncate_at_stop(text, stops)
+            text, hit = truncate_at_stop(tokenizer.decode([t for t in ids if t not in eos]), stops)
+            if hit:  # the tokens after the stop string go too: no episode trains on them
+                keep = stop_token_count(tokenizer, ids, stops, eos)
+                ids, lps = ids[:keep], lps[:keep]
             stopped = bool(rollout.stopped_BxG[b, g]) or hit
             row.append(Completion(text, ids, lps, "stop" if stopped else "length"))
         result.append(row)

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 
+from rft_jax.checkpoint.export import export_model
+from rft_jax.checkpoint.store import WARM_START_MODEL
 from rft_jax.grpo import TrainState
-from rft_jax.parallel import place
+from rft_jax.model.lora import init_lora, merge_lora
+from rft_jax.parallel import is_primary, place, to_host
 from rft_jax.rollout.metrics import signal_metrics
 from rft_jax.sft.demos import self_format_demos
 from rft_jax.sft.run import train_sft
 from rft_jax.sft.step import SFTSettings
 from rft_jax.train import setup
 from rft_jax.train.evals import run_eval
-from rft_jax.train.trainer import Trainer
+from rft_jax.train.trainer import Policy, Trainer
 
 
 def check_signal(trainer: Trainer, state: TrainState, val, key: jax.Array) -> dict[str, float]:
@@ -25,8 +30,35 @@ def check_signal(trainer: Trainer, state: TrainState, val, key: jax.Array) -> di
     return signal_metrics(r, cfg.evaluation.success_threshold)
 
 
-def warm_start(trainer: Trainer, state: TrainState, train) -> TrainState:
-    """Short SFT on demonstrations before RL; RL then starts from these weights with a fresh optimizer."""
+def rebase(trainer: Trainer, state: TrainState, policy_params: dict) -> tuple[Trainer, TrainState]:
+    """The trainer and a fresh train state for starting RL from `policy_params` (float32, host), which
+    become the KL reference, as `init_from`'s checkpoint does (`setup.initial_params`).
+
+    LoRA: they are the new frozen base and a fresh adapter (B = 0) goes on top, so the
+    policy is exactly `policy_params` and the reference (the base, adapter off) is too.
+    Full: the trainable parameters and, with beta != 0, the reference copy.
+    """
+    cfg = trainer.cfg
+    if cfg.mode == "lora":
+        frozen = place(jax.tree.map(jnp.asarray, policy_params), trainer.shardings.frozen)
+        trainer = dataclasses.replace(trainer, frozen=frozen, policy=Policy(cfg, frozen, trainer.policy.dtype))
+        trainable = init_lora(trainer.model_cfg, cfg.lora, jax.random.key(cfg.seed + 1))
+    else:
+        reference = trainer.reference
+        if reference is not None:
+            reference = place(jax.tree.map(jnp.asarray, policy_params), trainer.shardings.reference)
+        trainer = dataclasses.replace(trainer, reference=reference)
+        trainable = jax.tree.map(jnp.asarray, policy_params)
+    fresh = TrainState(trainable, trainer.optimizer.init(trainable), state.step)
+    return trainer, place(fresh, trainer.shardings.state)
+
+
+def warm_start(trainer: Trainer, state: TrainState, train, run_dir: Path) -> tuple[Trainer, TrainState]:
+    """Short SFT on demonstrations before RL; RL then starts from these weights with a fresh optimizer.
+
+    The warm-started policy is the KL reference (as an `init_from` checkpoint is) and is
+    saved as RUN/warm_start/model, where --resume, the export and `rft-jax eval` find it.
+    """
     cfg, ws = trainer.cfg, trainer.cfg.warm_start
     t0 = time.perf_counter()
     demos = self_format_demos(key=jax.random.key(cfg.seed + 3), cfg=trainer.model_cfg, tokenizer=trainer.tokenizer,
@@ -39,13 +71,19 @@ def warm_start(trainer: Trainer, state: TrainState, train) -> TrainState:
                                   max_target_tokens=cfg.sampling.max_new_tokens)
     print(f"[rft-jax] warm start: {len(demos)} demonstrations, SFT loss {losses[0]:.3f} -> {losses[-1]:.3f} "
           f"in {time.perf_counter() - t0:.0f} s")
-    fresh = TrainState(sft_state.trainable, trainer.optimizer.init(sft_state.trainable), state.step)
-    return place(fresh, trainer.shardings.state)
+    if cfg.mode == "lora":
+        policy = to_host(merge_lora(trainer.frozen, sft_state.trainable, cfg.lora.scale))
+    else:
+        policy = to_host(sft_state.trainable)
+    if is_primary():
+        export_model(run_dir / WARM_START_MODEL, trainer.model_cfg, policy, trainer.tokenizer)
+    return rebase(trainer, state, policy)
 
 
 def measure_before_rl(trainer: Trainer, state: TrainState, splits, scorers: dict, run_dir: Path, writer, meta: dict,
-                      results: dict) -> TrainState:
-    """Base evaluations, the optional warm start and the signal check; returns the state RL starts from."""
+                      results: dict) -> tuple[Trainer, TrainState]:
+    """Base evaluations, the optional warm start and the signal check; returns the trainer and state RL starts
+    from (after a warm start, the trainer's base or reference is the warm-started policy)."""
     cfg = trainer.cfg
     print(f"[rft-jax] measuring the base model on {len(splits.val)} validation and {len(splits.test)} test prompts")
     base_val = run_eval("base_val", trainer, state, splits.val, scorers, run_dir, 0)
@@ -53,7 +91,7 @@ def measure_before_rl(trainer: Trainer, state: TrainState, splits, scorers: dict
     if splits.test:
         results["base"] = run_eval("base", trainer, state, splits.test, scorers, run_dir, 0).metrics
     if cfg.warm_start.steps > 0:
-        state = warm_start(trainer, state, splits.train)
+        trainer, state = warm_start(trainer, state, splits.train, run_dir)
         if splits.test:
             results["warm_start"] = run_eval("warm_start", trainer, state, splits.test, scorers, run_dir, 0).metrics
     signal = check_signal(trainer, state, splits.val or splits.train, jax.random.key(cfg.seed + 11))
@@ -65,4 +103,4 @@ def measure_before_rl(trainer: Trainer, state: TrainState, splits, scorers: dict
             "the model never earned a positive reward on sampled validation groups, so GRPO has no "
             "signal. Raise the temperature, shape the reward (partial credit), add a warm start "
             "(--warm-start.steps N), or pass --no-require-signal to go on anyway.")
-    return state
+    return trainer, state

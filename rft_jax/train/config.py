@@ -67,7 +67,7 @@ class DataConfig:
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
     samples_per_prompt: int = 8
-    """G: rollouts per prompt (2-16)."""
+    """G: rollouts per prompt (2-64; GRPO needs at least 2 to compare)."""
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
@@ -97,6 +97,17 @@ class EvalConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DynamicSamplingConfig:
+    """DAPO's dynamic sampling (arXiv 2503.14476; rft_jax/rollout/dynamic.py)."""
+
+    enabled: bool = False
+    """Drop groups whose G rewards all agree (zero advantage) and sample further prompts in their place."""
+    max_rounds: int = 3
+    """Extra sampling rounds per step at most; when they run out, dropped groups keep the batch's shape
+    and are left out of the loss."""
+
+
+@dataclasses.dataclass(frozen=True)
 class CheckpointConfig:
     interval: int = 10
     keep_latest: int = 1
@@ -105,7 +116,11 @@ class CheckpointConfig:
 
 @dataclasses.dataclass(frozen=True)
 class WarmStartConfig:
-    """Supervised warm start on generated demonstrations, run before RFT when `steps` > 0."""
+    """Supervised warm start on generated demonstrations, run before RFT when `steps` > 0.
+
+    The warm-started policy is where RL starts AND its KL reference, as with `init_from` (the reference is
+    always the initialised policy). It is saved as RUN/warm_start/model; with LoRA it becomes the frozen
+    base under a fresh adapter, and the export's adapter names it (export/base)."""
 
     steps: int = 0
     num_demos: int = 64
@@ -126,7 +141,9 @@ class TrainConfig:
     checkpoint) or one RUN/checkpoints/{best,latest}/STEP folder, trained from model.name. Its policy
     becomes the starting policy AND the KL reference, as RLHF pipelines use the SFT model as reference.
     LoRA checkpoints are merged into the base weights and a fresh adapter (B = 0, so step 0 is exactly
-    that policy) is trained on top; export/model is then the complete policy. Empty: start from model.name."""
+    that policy) is trained on top; export/model is then the complete policy and export/adapter applies to
+    export/base (that starting policy). With a warm start as well, the warm-started policy is both.
+    Empty: start from model.name."""
     data: DataConfig = DataConfig()
     reward: RewardArg = RewardSpec("math_answer")
     """The reward (rft_jax/rewards/spec.py): a registered name (rft_jax/rewards/registry.py), `module:function`,
@@ -145,7 +162,13 @@ class TrainConfig:
     batch_size: int = 8
     """Prompts per step (each gets G samples)."""
     ppo_epochs: int = 1
-    """mu: optimisation passes over each rollout batch."""
+    """mu: optimisation passes over each rollout batch. With more than one update per step (mu > 1 or
+    ppo_minibatches > 1) the ratio is taken against the sampling policy's log-probs, recomputed with the
+    training forward before the first update, so that update has ratio 1 whatever top-k/top-p or the
+    sampler's precision did. The learning-rate schedule and --resume count steps, not updates."""
+    ppo_minibatches: int = 1
+    """Mini-batches of whole groups per pass (PPO style): each pass takes one optimizer step per
+    mini-batch, so a step makes ppo_epochs * ppo_minibatches optimizer updates. Divides batch_size."""
     epochs: int = 1
     max_steps: int = 0
     """Stop after this many steps (0: epochs decide)."""
@@ -157,6 +180,11 @@ class TrainConfig:
     """Continue from the latest checkpoint in out_dir."""
     require_signal: bool = True
     """Refuse to start when the base model never succeeds on the validation groups."""
+    dynamic_sampling: DynamicSamplingConfig = DynamicSamplingConfig()
+    kl_monitor_interval: int = 10
+    """Every this many steps, measure KL(policy || reference) on two groups of the step's rollouts
+    (`actor/ref_kl`, in the report's KL panel and read by the KL alarm), even when beta = 0; 0: off.
+    Full fine-tuning with beta = 0 then keeps a copy of the starting weights as the reference."""
     rollout_log_interval: int = 5
     export: bool = True
     mesh: MeshConfig = MeshConfig()
@@ -168,11 +196,15 @@ class TrainConfig:
         if not isinstance(self.reward, RewardSpec):
             raise TypeError(f"reward is a RewardSpec, got {self.reward!r}: write RewardSpec(name, params) or "
                             "rft_jax.rewards.parse_spec(text) for a name or JSON spec")
-        accum = self.optimizer.grad_accum_steps
-        if self.batch_size % accum:
-            raise ValueError(f"batch_size={self.batch_size} prompts is not divisible by "
-                             f"optimizer.grad_accum_steps={accum} micro-batches (whole groups per micro-batch)")
-        if not 1 <= self.sampling.samples_per_prompt <= 64:
-            raise ValueError(f"samples_per_prompt must be in [1, 64], got {self.sampling.samples_per_prompt}")
+        accum, minibatches = self.optimizer.grad_accum_steps, self.ppo_minibatches
+        if self.ppo_epochs < 1 or minibatches < 1:
+            raise ValueError(f"ppo_epochs={self.ppo_epochs} and ppo_minibatches={minibatches} must be >= 1")
+        if self.batch_size % (accum * minibatches):
+            raise ValueError(f"batch_size={self.batch_size} prompts is not divisible by ppo_minibatches={minibatches}"
+                             f" x optimizer.grad_accum_steps={accum} micro-batches (whole groups per micro-batch)")
+        if not 2 <= self.sampling.samples_per_prompt <= 64:
+            raise ValueError(f"samples_per_prompt (G) must be in [2, 64], got {self.sampling.samples_per_prompt}: "
+                             "GRPO's advantage compares the samples of a group, so one sample per prompt has "
+                             "no signal (its advantage is always 0)")
         if self.sampling.max_new_tokens > 4096:
             raise ValueError(f"max_new_tokens={self.sampling.max_new_tokens} exceeds the sampler's cache limit 4096")

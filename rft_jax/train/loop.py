@@ -13,16 +13,18 @@ import time
 from pathlib import Path
 
 import jax
+import numpy as np
 
 from rft_jax.checkpoint.store import RunCheckpoints
 from rft_jax.monitoring import MetricsWriter, plot_training_curves
 from rft_jax.parallel import initialize_distributed, is_primary, make_mesh, to_host
 from rft_jax.rollout.engine import prompt_ids
 from rft_jax.train import setup
-from rft_jax.train.before_rl import measure_before_rl
+from rft_jax.train.before_rl import measure_before_rl, rebase
 from rft_jax.train.config import TrainConfig
 from rft_jax.train.evals import eval_scorers, run_eval, validation_hook
 from rft_jax.train.hooks import Hook, StepContext, StopRequested, early_stopping_hook, run_hooks, time_budget_hook
+from rft_jax.train.kl_monitor import kl_monitor_hook
 from rft_jax.train.trainer import Trainer, batch_indices, build_trainer
 
 
@@ -37,37 +39,52 @@ def run(cfg: TrainConfig) -> dict:
     trainer, state = build_trainer(cfg, inputs.model_cfg, inputs.params, inputs.tokenizer, inputs.scorer, mesh,
                                    inputs.steps)
     ckpt = RunCheckpoints(run_dir, cfg.checkpoint.keep_latest, cfg.checkpoint.keep_best)
-    state, meta = resume(cfg, ckpt, state, run_dir)
+    state, meta, start = resume(cfg, ckpt, state, run_dir, trainer.updates_per_step)
     scorers = eval_scorers(cfg, inputs.scorer)
     writer = MetricsWriter(run_dir, total_steps=inputs.steps, is_primary=is_primary())
     results: dict = {}
     try:
-        if int(state.step) == 0:
-            state = measure_before_rl(trainer, state, inputs.splits, scorers, run_dir, writer, meta, results)
+        if start == 0:
+            trainer, state = measure_before_rl(trainer, state, inputs.splits, scorers, run_dir, writer, meta,
+                                               results)
+        elif cfg.warm_start.steps > 0:  # the warm-started policy is again the base (LoRA) and the reference
+            trainer, _ = rebase(trainer, state, setup.warm_start_params(run_dir))
         with StopRequested() as stop:
             hooks = [stop.hook(), time_budget_hook(cfg.time_budget_s, t_start),
                      validation_hook(trainer, inputs.splits.val, scorers, run_dir, meta, ckpt),
                      early_stopping_hook(meta, cfg.evaluation.patience, cfg.evaluation.interval),
+                     *([kl_monitor_hook(trainer, cfg.kl_monitor_interval)] if cfg.kl_monitor_interval else []),
                      *logging_hooks(cfg, writer), checkpoint_hook(cfg, ckpt, meta)]
-            state, stopped = train(trainer, state, inputs.splits.train, inputs.steps, hooks)
+            state, stopped = train(trainer, state, inputs.splits.train, inputs.steps, hooks, start)
         if stopped == "signal":
-            print(f"[rft-jax] stopped at step {int(state.step)}; continue with --resume")
+            print(f"[rft-jax] stopped at step {trainer.rl_step(state)}; continue with --resume")
             return results
+        early = bool(stopped and cfg.evaluation.patience and meta["bad_evals"] >= cfg.evaluation.patience)
+        state = best_after_early_stop(trainer, state, ckpt) if early else state
         return finish(trainer, state, inputs, scorers, run_dir, results, t_start)
     finally:
         writer.close()
         ckpt.close()
 
 
-def train(trainer: Trainer, state, examples, steps: int, hooks: list[Hook]):
-    """RL steps from the state's step to `steps`; returns the state and why it stopped early (or None)."""
+def train(trainer: Trainer, state, examples, steps: int, hooks: list[Hook], start: int = 0):
+    """RL steps `start` .. `steps` - 1; returns the state and why it stopped early (or None).
+
+    The step (not the optimizer's update count, which is ppo_epochs x ppo_minibatches
+    per step) picks the examples and the key, so a resumed run sees the same data.
+    """
     cfg = trainer.cfg
     ids = prompt_ids(trainer.tokenizer, examples)
     key = jax.random.key(cfg.seed)
-    for step in range(int(state.step), steps):
+    for step in range(start, steps):
         idx = batch_indices(step, cfg.batch_size, len(examples), cfg.seed)
+
+        def more(round_: int, step=step) -> tuple[list, list]:  # dynamic sampling's further prompts
+            extra = np.random.default_rng([cfg.seed, step, round_]).permutation(len(examples))[:cfg.batch_size]
+            return [examples[i] for i in extra], [ids[i] for i in extra]
+
         state, metrics, rollouts = trainer.step(state, [examples[i] for i in idx], jax.random.fold_in(key, step),
-                                                [ids[i] for i in idx])
+                                                [ids[i] for i in idx], more)
         ctx = StepContext(step + 1, steps, state, metrics, rollouts)
         run_hooks(hooks, ctx)
         if ctx.stop:
@@ -77,13 +94,38 @@ def train(trainer: Trainer, state, examples, steps: int, hooks: list[Hook]):
     return state, None
 
 
-def resume(cfg: TrainConfig, ckpt: RunCheckpoints, state, run_dir: Path):
-    """The latest checkpoint's state and run metadata with --resume, else the fresh state."""
+def resume(cfg: TrainConfig, ckpt: RunCheckpoints, state, run_dir: Path, updates_per_step: int = 1):
+    """(state, run metadata, RL steps done): the latest checkpoint's with --resume, else the fresh state's.
+
+    A checkpoint is saved under its RL step; its state's step counts optimizer updates
+    (`updates_per_step` = ppo_epochs x ppo_minibatches of them per RL step).
+    """
     meta = {"best_val": None, "bad_evals": 0}
-    if cfg.resume and ckpt.latest_step() is not None:
-        state, meta = ckpt.restore(ckpt.latest, ckpt.latest_step(), state)
-        print(f"[rft-jax] resumed from step {int(state.step)} in {run_dir}")
-    return state, meta
+    step = ckpt.latest_step() if cfg.resume else None
+    if step is None:
+        return state, meta, 0
+    state, meta = ckpt.restore(ckpt.latest, step, state)
+    if int(state.step) != step * updates_per_step:
+        raise setup.ConfigError(
+            f"the checkpoint of step {step} in {run_dir} holds {int(state.step)} optimizer updates, not "
+            f"{step} x {updates_per_step} (ppo_epochs x ppo_minibatches): resume with the settings the run "
+            "started with")
+    print(f"[rft-jax] resumed from step {step} in {run_dir}")
+    return state, meta, step
+
+
+def best_after_early_stop(trainer: Trainer, state, ckpt: RunCheckpoints):
+    """After early stopping, the best validation checkpoint's state (the one the final evaluation and the
+    export should show), or the last state when no validation beat the starting policy."""
+    last, best = trainer.rl_step(state), ckpt.best_step()
+    if best is None:
+        print(f"[rft-jax] early stopping: no validation beat the starting policy; the final evaluation and "
+              f"export use the last step ({last})")
+        return state
+    state, _ = ckpt.restore(ckpt.best, best, state)
+    print(f"[rft-jax] early stopping: the final evaluation and export use the best checkpoint, step {best} "
+          f"(stopped at step {last})")
+    return state
 
 
 def logging_hooks(cfg: TrainConfig, writer: MetricsWriter) -> list[Hook]:
@@ -110,16 +152,19 @@ def finish(trainer: Trainer, state, inputs: setup.Prepared, scorers: dict, run_d
            t_start: float) -> dict:
     """The final test evaluation, the curves, the export and results.json."""
     cfg = trainer.cfg
+    results["final_step"] = trainer.rl_step(state)
     if inputs.splits.test:
         results["final"] = run_eval("final", trainer, state, inputs.splits.test, scorers, run_dir,
-                                    int(state.step)).metrics
+                                    trainer.rl_step(state)).metrics
     trainable = to_host(state.trainable) if cfg.export else None  # a collective: every process takes part
     if is_primary():
         plot_training_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
         if cfg.export:
             from rft_jax.checkpoint.export import export_run  # noqa: PLC0415
 
-            export_run(cfg, inputs.model_cfg, inputs.params, trainable, inputs.tokenizer, run_dir / "export")
+            base = setup.warm_start_params(run_dir) if cfg.warm_start.steps > 0 else inputs.params
+            export_run(cfg, inputs.model_cfg, base, trainable, inputs.tokenizer, run_dir / "export",
+                       base_origin=setup.base_origin(cfg, run_dir))
     results["wall_seconds"] = time.perf_counter() - t_start
     if is_primary():
         (run_dir / "results.json").write_text(json.dumps(results, indent=1))

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rft_jax.checkpoint.store import checkpoint_params, find_checkpoint
+from rft_jax.checkpoint.store import WARM_START_MODEL, checkpoint_params, find_checkpoint
 from rft_jax.data import Example, load_dataset
 from rft_jax.data.validate import write_jsonl
 from rft_jax.grpo import TrainState, make_optimizer
@@ -103,7 +103,8 @@ def total_steps(cfg: TrainConfig, num_train: int) -> int:
 
 def init_state(cfg: TrainConfig, model_cfg, params: dict, steps: int):
     """(TrainState, frozen base or None, optimizer)."""
-    optimizer = make_optimizer(cfg.optimizer, steps)
+    # The schedule counts RL steps: each makes ppo_epochs x ppo_minibatches optimizer updates.
+    optimizer = make_optimizer(cfg.optimizer, steps, cfg.ppo_epochs * cfg.ppo_minibatches)
     if cfg.mode == "lora":
         trainable = init_lora(model_cfg, cfg.lora, jax.random.key(cfg.seed + 1))
         frozen = params
@@ -178,6 +179,19 @@ def initial_params(cfg: TrainConfig, model_cfg, params: dict) -> dict:
     params = checkpoint_params(ref, cfg.model.name, model_cfg, params)
     print(f"[rft-jax] policy and KL reference initialised from {ref.describe()}")
     return params
+
+
+def warm_start_params(run_dir: Path) -> dict:
+    """The policy a warm start produced (float32), saved by `before_rl.warm_start`."""
+    return load_model(str(run_dir / WARM_START_MODEL), dtype=jnp.float32)[1]
+
+
+def base_origin(cfg: TrainConfig, run_dir: Path) -> str:
+    """What the run's starting policy (its LoRA base, its KL reference) is when not `model.name` itself."""
+    parts = [f"init_from {cfg.init_from}"] if cfg.init_from else []
+    if cfg.warm_start.steps > 0:
+        parts.append(f"warm start {run_dir.absolute() / WARM_START_MODEL}")
+    return ", then ".join(parts)
 
 
 def prepare(cfg: TrainConfig, run_dir: Path) -> Prepared:

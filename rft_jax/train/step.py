@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rft_jax.grpo import GRPOLossConfig, TrainState, accumulate_gradients, grpo_loss, split_microbatches
+from rft_jax.grpo import GRPOLossConfig, TrainState, accumulate_gradients, grpo_loss, loss_weights, split_microbatches
 from rft_jax.model.config import ModelConfig
 from rft_jax.model.logprobs import completion_logprobs
 from rft_jax.rollout.batch import RolloutBatch
@@ -31,16 +31,42 @@ class StepSettings:
     remat: bool = False  # recompute each layer in the backward pass (memory for time)
     use_old_logp: bool = False  # mu > 1: ratio against the rollout's log-probs
     logprob_impl: str | None = None
+    max_new_tokens: int | None = None  # generation budget: Dr.GRPO's L_norm when loss.norm_length is None
 
 
 def _split(trainable, frozen, lora_mode: bool):
     return (frozen, trainable) if lora_mode else (trainable, None)
 
 
+def loss_config(s: StepSettings) -> GRPOLossConfig:
+    """The loss settings the step runs: Dr.GRPO's L_norm must be a constant, never the batch's padded width (a
+    token's weight would then depend on the other groups' lengths), so it defaults to the generation budget."""
+    if s.loss.aggregation != "seq-mean-token-sum-norm" or s.loss.norm_length is not None:
+        return s.loss
+    if s.max_new_tokens is None:
+        raise ValueError("aggregation='seq-mean-token-sum-norm' needs a constant L_norm: set loss.norm_length, or "
+                         "StepSettings.max_new_tokens (the generation budget, which the trainer passes)")
+    return dataclasses.replace(s.loss, norm_length=s.max_new_tokens)
+
+
+def _loss_mask(batch: RolloutBatch) -> jax.Array:
+    return batch.completion_mask_BxGxC if batch.loss_mask_BxGxC is None else batch.loss_mask_BxGxC
+
+
+def batch_loss_weights(batch: RolloutBatch, s: StepSettings) -> jax.Array:
+    """[B, G, C] aggregation weights of the whole batch (token counts over every micro-batch, as verl and TRL)."""
+    b, g, c = batch.completion_BxGxC.shape
+    _, weight = loss_weights(_loss_mask(batch).reshape(b * g, c), loss_config(s), batch.truncated_BxG.reshape(b * g))
+    return weight.reshape(b, g, c)
+
+
 def batch_loss(trainable: dict, frozen: dict | None, reference: dict | None, batch: RolloutBatch,
-               s: StepSettings, short_completion: int | None = None) -> tuple[jax.Array, dict]:
+               s: StepSettings, short_completion: int | None = None,
+               weight_BxGxC: jax.Array | None = None) -> tuple[jax.Array, dict]:
     """GRPO loss of a (micro-)batch and its metrics. `short_completion`: the first half of each group's
-    rows ends within that many tokens (see `rft_jax.rollout.batch.short_completion_len`)."""
+    rows ends within that many tokens (see `rft_jax.rollout.batch.short_completion_len`). `weight_BxGxC`:
+    this micro-batch's aggregation weights (default: computed from this batch alone)."""
+    loss_cfg = loss_config(s)
     lora_mode = s.lora_scale is not None
     params, lora = _split(trainable, frozen, lora_mode)
     dtype = jnp.dtype(s.dtype)
@@ -59,27 +85,40 @@ def batch_loss(trainable: dict, frozen: dict | None, reference: dict | None, bat
     old = batch.old_logp_BxGxC if s.use_old_logp else jax.lax.stop_gradient(logp)
     b, g, c = logp.shape
     flat = lambda x: None if x is None else x.reshape(b * g, c)  # noqa: E731
-    loss_mask = batch.completion_mask_BxGxC if batch.loss_mask_BxGxC is None else batch.loss_mask_BxGxC
-    loss, metrics = grpo_loss(flat(logp), flat(old), batch.advantages_BxG.reshape(b * g), flat(loss_mask), s.loss, ref_logp_BxC=flat(ref_logp),
+    loss, metrics = grpo_loss(flat(logp), flat(old), batch.advantages_BxG.reshape(b * g), flat(_loss_mask(batch)),
+                              loss_cfg, ref_logp_BxC=flat(ref_logp),
                               entropy_BxC=flat(jax.lax.stop_gradient(entropy)) if s.loss.entropy_coef == 0 else flat(entropy),
-                              truncated_B=batch.truncated_BxG.reshape(b * g))
+                              truncated_B=batch.truncated_BxG.reshape(b * g), weight_BxC=flat(weight_BxGxC))
     return loss, {"actor/loss": loss, **metrics}
+
+
+def batch_gradients(trainable: dict, frozen: dict | None, reference: dict | None, batch: RolloutBatch,
+                    s: StepSettings, short_completion: int | None = None) -> tuple[dict, dict]:
+    """(gradient, metrics) of the whole batch's loss, accumulated over `s.microbatches` micro-batches of whole groups.
+
+    The aggregation weights are computed once over the whole batch, so the accumulated gradient is the
+    full batch's (token-mean divides by the batch's token count, not each micro-batch's). Each micro-batch
+    gets M times its share because `accumulate_gradients` averages the M micro-batch gradients.
+    """
+
+    def grad_fn(trainable, mb_and_weight):
+        mb, weight = mb_and_weight
+        (_, metrics), grads = jax.value_and_grad(batch_loss, has_aux=True)(trainable, frozen, reference, mb, s,
+                                                                          short_completion, weight)
+        return grads, metrics
+
+    weight_BxGxC = batch_loss_weights(batch, s)
+    if s.microbatches == 1:
+        return grad_fn(trainable, (batch, weight_BxGxC))
+    return accumulate_gradients(grad_fn, trainable,
+                                split_microbatches((batch, weight_BxGxC * s.microbatches), s.microbatches))
 
 
 def train_step(state: TrainState, frozen: dict | None, reference: dict | None, batch: RolloutBatch,
                optimizer: optax.GradientTransformation, s: StepSettings,
                short_completion: int | None = None) -> tuple[TrainState, dict]:
-    """Gradient (accumulated over micro-batches of whole groups) and one optimizer update."""
-
-    def grad_fn(trainable, mb):
-        (_, metrics), grads = jax.value_and_grad(batch_loss, has_aux=True)(trainable, frozen, reference, mb, s,
-                                                                          short_completion)
-        return grads, metrics
-
-    if s.microbatches > 1:
-        grads, metrics = accumulate_gradients(grad_fn, state.trainable, split_microbatches(batch, s.microbatches))
-    else:
-        grads, metrics = grad_fn(state.trainable, batch)
+    """`batch_gradients` and one optimizer update."""
+    grads, metrics = batch_gradients(state.trainable, frozen, reference, batch, s, short_completion)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
     trainable = optax.apply_updates(state.trainable, updates)
     metrics = {**metrics, "actor/grad_norm": optax.tree.norm(grads)}
