@@ -28,6 +28,7 @@ def healthy(step: int, rng: np.random.Generator) -> dict[str, float]:
         names.REWARD_ERRORS: 0.0,
         names.PG_LOSS: rng.normal(0, 0.01),
         names.GRAD_NORM: 0.5,
+        names.MISMATCH_KL: abs(rng.normal(0, 1e-4)),
     }
     if step % VAL_EVERY == 0:
         metrics[names.VAL_REWARD_MEAN] = 0.28 + 0.28 * t
@@ -68,6 +69,7 @@ CASES = {
     "length_drift": lambda m, s: m.update({names.RESPONSE_LENGTH_MEAN: 200 + 4 * s}),
     "component_dominance": lambda m, s: m.update({names.reward_component("correct"): 0.0, names.reward_component("format"): 1.0}),
     "reward_errors": lambda m, s: m.update({names.REWARD_ERRORS: 0.2}) if s > 60 else None,
+    "mismatch": lambda m, s: m.update({names.MISMATCH_KL: 0.01}) if s > 60 else None,
     "non_finite": lambda m, s: m.update({names.PG_LOSS: float("nan")}) if s == 100 else None,
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import tyro
@@ -238,3 +239,22 @@ def test_a_stop_string_cuts_the_tokens_logprobs_and_loss_mask_not_only_the_text(
     batch = pack_groups([episodes], np.zeros((1, 4)), pad_id=0, max_completion_tokens=8)
     np.testing.assert_array_equal(batch.loss_mask_BxGxC[0].sum(-1), [6, 8, 3, 3])
     np.testing.assert_array_equal(batch.truncated_BxG[0], [False, True, False, False])
+
+
+def test_the_step_reports_how_far_the_sampler_is_from_the_trainer():
+    """mismatch/* compare the batch's behaviour log-probs with the training forward's on the policy tokens."""
+    s = StepSettings(TINY, GRPOLossConfig(), lora_scale=None, temperature=1.0, dtype="float32")
+    e = _multi_turn([20, 21])
+    batch = pack_groups([[e, e]], np.zeros((1, 2)), pad_id=0, max_completion_tokens=16)
+    _, metrics = batch_loss(PARAMS, None, None, batch, s)
+    from rft_jax.model.logprobs import completion_logprobs  # noqa: PLC0415
+
+    logp, _ = completion_logprobs(PARAMS, TINY, batch.prompt_BxP, batch.prompt_mask_BxP, batch.completion_BxGxC,
+                                  remat=False)
+    mask = np.asarray(batch.loss_mask_BxGxC)
+    x = np.asarray(logp)[mask] - np.asarray(batch.old_logp_BxGxC)[mask]
+    assert float(metrics["mismatch/max_abs_logp_diff"]) == pytest.approx(np.abs(x).max(), rel=1e-5)
+    assert float(metrics["mismatch/kl"]) == pytest.approx(np.mean(np.exp(x) - x - 1), rel=1e-4)
+    same = batch._replace(old_logp_BxGxC=jnp.where(batch.loss_mask_BxGxC, logp, 0.0))
+    _, metrics = batch_loss(PARAMS, None, None, same, s)
+    assert float(metrics["mismatch/frac_above_1e-3"]) == 0.0 and float(metrics["mismatch/kl"]) < 1e-7

@@ -57,6 +57,8 @@ class AlarmConfig:
     """One reward component carries this share of the summed |component means|."""
     max_reward_error_rate: float = 0.05
     """Reward errors: share of completions whose reward raised (`reward/errors`)."""
+    max_mismatch_kl: float = 1e-3
+    """Train/inference mismatch: KL(sampler || trainer) per token on the sampled tokens (`mismatch/kl`)."""
 
 
 Check = Callable[[MetricHistory, AlarmConfig], "str | None"]
@@ -195,6 +197,14 @@ def reward_errors(h: MetricHistory, cfg: AlarmConfig) -> str | None:
     return None
 
 
+def mismatch(h: MetricHistory, cfg: AlarmConfig) -> str | None:
+    kl = _mean(h.recent(names.MISMATCH_KL, cfg.window))
+    if kl > cfg.max_mismatch_kl:
+        return (f"the sampler's log-probs differ from the trainer's: KL {kl:.2g} nats/token "
+                f"(threshold {cfg.max_mismatch_kl:g}), so the update is off-policy")
+    return None
+
+
 _MUST_BE_FINITE = (names.PG_LOSS, names.GRAD_NORM, names.KL_LOSS, names.ENTROPY, names.REWARD_MEAN)
 
 
@@ -239,6 +249,11 @@ ALARMS: dict[str, Alarm] = {
     "reward_errors": Alarm(
         reward_errors,
         "run `rft-jax reward test` on a few completions and fix the grader; errored completions are scored 0 and bias training",
+    ),
+    "mismatch": Alarm(
+        mismatch,
+        "sample without top-k/top-p (they change the sampled distribution), sample in float32 (compute_dtype), "
+        "or take several passes (ppo_epochs > 1 recomputes the old log-probs with the training forward)",
     ),
     "non_finite": Alarm(
         non_finite,

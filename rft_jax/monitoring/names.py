@@ -16,6 +16,7 @@ ADVANTAGE_MAX = "critic/advantages/max"
 ADVANTAGE_MIN = "critic/advantages/min"
 REWARD_COMPONENT_PREFIX = "rewards/"  # rewards/<component>/mean
 REWARD_ERRORS = "reward/errors"  # share (0..1) of completions whose reward raised
+MISMATCH_KL = "mismatch/kl"  # KL(sampler || trainer) per token on the sampled tokens (rft_jax/grpo/mismatch.py)
 
 # Policy update.
 PG_LOSS = "actor/pg_loss"

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from rft_jax.grpo import GRPOLossConfig, TrainState, accumulate_gradients, grpo_loss, loss_weights, split_microbatches
+from rft_jax.grpo.mismatch import mismatch_metrics
 from rft_jax.model.config import ModelConfig
 from rft_jax.model.logprobs import completion_logprobs
 from rft_jax.rollout.batch import RolloutBatch
@@ -89,6 +90,8 @@ def batch_loss(trainable: dict, frozen: dict | None, reference: dict | None, bat
                               loss_cfg, ref_logp_BxC=flat(ref_logp),
                               entropy_BxC=flat(jax.lax.stop_gradient(entropy)) if s.loss.entropy_coef == 0 else flat(entropy),
                               truncated_B=batch.truncated_BxG.reshape(b * g), weight_BxC=flat(weight_BxGxC))
+    if not s.use_old_logp:  # one update: old_logp holds the sampler's own log-probs of these tokens
+        metrics.update(mismatch_metrics(jax.lax.stop_gradient(logp), batch.old_logp_BxGxC, _loss_mask(batch)))
     return loss, {"actor/loss": loss, **metrics}
 
 

@@ -18,6 +18,7 @@ import optax
 from jax.sharding import Mesh
 
 from rft_jax.grpo import TrainState, make_schedule, split_microbatches
+from rft_jax.grpo.mismatch import mismatch_metrics
 from rft_jax.model.config import ModelConfig
 from rft_jax.model.logprobs import completion_logprobs
 from rft_jax.model.precision import storage_dtype
@@ -98,19 +99,23 @@ class Trainer:
         batch = pack_groups(r.groups, adv_BxG, pad_id=self.tokenizer.pad_id, max_completion_tokens=max_new,
                             active_B=active_B)
         lr = float(self.schedule(self.rl_step(state)))
-        minibatches = []
+        minibatches, mismatch = [], []
         for mb in split_groups(batch, cfg.ppo_minibatches):
             short = short_completion_len(mb, cfg.optimizer.grad_accum_steps)
             mb = place(mb.with_loss_mask(), self.shardings.batch)
             if self.old_logp_fn is not None:  # all of them before the first update
-                mb = mb._replace(old_logp_BxGxC=self.old_logp_fn(state.trainable, self.frozen, mb, short))
+                recomputed = self.old_logp_fn(state.trainable, self.frozen, mb, short)
+                mismatch.append(mismatch_metrics(recomputed, mb.old_logp_BxGxC, mb.loss_mask_BxGxC))
+                mb = mb._replace(old_logp_BxGxC=recomputed)
             minibatches.append((mb, short))
         for _ in range(cfg.ppo_epochs):
             for mb, short in minibatches:
                 state, update_metrics = self.step_fn(state, self.frozen, self.reference, mb, short)
         shaped_BxG = shaped_rewards(r.groups, cfg.advantage, max_new)
+        # With several updates the sampler-vs-trainer comparison is made here, on the recomputed log-probs.
+        mismatch_means = {k: float(np.mean([float(m[k]) for m in mismatch])) for k in mismatch[0]} if mismatch else {}
         return state, {**rollout_metrics(r, adv_BxG, shaped_BxG),
-                       **{k: float(v) for k, v in update_metrics.items()}, "actor/lr": lr}
+                       **{k: float(v) for k, v in update_metrics.items()}, **mismatch_means, "actor/lr": lr}
 
     def step(self, state: TrainState, examples, key: jax.Array, ids=None,
              more: Callable[[int], tuple[list, list]] | None = None) -> tuple[TrainState, dict, Rollouts]:
