@@ -33,10 +33,12 @@ CONFIG = TrainConfig(
     mode="lora",
     lora=LoraConfig(rank=16, alpha=32.0),
     loss=GRPOLossConfig(),
-    optimizer=OptimizerConfig(learning_rate=2e-4, warmup_steps=2, weight_decay=0.0),
+    # LoRA's A starts at PEFT's scale (1/sqrt(3) of the earlier init), so with Adam a step moves W = BA
+    # sqrt(3) times less: both learning rates are sqrt(3) x the values this experiment was tuned with.
+    optimizer=OptimizerConfig(learning_rate=3.5e-4, warmup_steps=2, weight_decay=0.0),
     sampling=SamplingConfig(samples_per_prompt=8, temperature=0.8, max_new_tokens=64),
     evaluation=EvalConfig(interval=5, views=(("strict", STRICT), ("loose", LOOSE), ("format", FORMAT))),
-    warm_start=WarmStartConfig(steps=3, num_demos=64, batch_size=16, learning_rate=1e-4),
+    warm_start=WarmStartConfig(steps=3, num_demos=64, batch_size=16, learning_rate=1.7e-4),
     batch_size=4,
     max_steps=200,
     time_budget_s=23 * 60,

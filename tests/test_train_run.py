@@ -149,6 +149,9 @@ def _rollouts(out_dir: Path, step: int) -> list[dict]:
     return [json.loads(line) for line in rollouts_path(out_dir, step).read_text().splitlines()]
 
 
+# Three tiny runs (uninterrupted, stopped, resumed): 80 s. The schedule's count is also checked in the default
+# suite by tests/test_trainer_knobs.py::test_the_schedule_counts_rl_steps_not_optimizer_updates.
+@pytest.mark.slow
 def test_ppo_passes_count_rl_steps_in_the_schedule_and_on_resume(tiny_model, tmp_path, monkeypatch):
     """mu = 2 passes make 2 optimizer updates a step; the learning rate and the data position still follow
     the RL step, so step k uses schedule(k) and a resumed run takes the same examples as an uninterrupted one."""
