@@ -209,6 +209,7 @@ def test_after_early_stopping_the_final_eval_and_export_use_the_best_checkpoint(
     assert json.loads((out / "eval_final.json").read_text())["step"] == 1 and results["final_step"] == 1
 
 
+@pytest.mark.slow  # a whole tiny run; keeps the default suite under 15 minutes
 def test_the_warm_started_policy_is_the_kl_reference_as_init_from_is(tiny_model, tmp_path, monkeypatch):
     """With a warm start the KL reference is the policy RL starts from: at the first update the policy
     and the reference are the same model, so the KL is 0; the export's adapter applies to that policy."""
@@ -231,6 +232,7 @@ def test_the_warm_started_policy_is_the_kl_reference_as_init_from_is(tiny_model,
     assert "warm start" in json.loads((out / "export" / "base" / "origin.json").read_text())["started_from"]
 
 
+@pytest.mark.slow  # a whole tiny run; keeps the default suite under 15 minutes
 def test_dynamic_sampling_and_the_kl_monitor_in_a_run(tiny_model, tmp_path):
     """Dynamic sampling refills groups whose rewards agree from further prompts; the KL to the reference is
     logged every step although beta = 0."""
