@@ -99,12 +99,11 @@ def score_episodes(scorer, groups: list[list[Episode]]) -> None:
     results = scorer.score_batch([e.example for e in mine], [e.text for e in mine])
     g = len(groups[0])
     names = gather_names([k for r in results for k in r.components])
-    local = {"rewards": np.array([r.score for r in results], np.float32).reshape(-1, g),
-             "errors": np.array([r.error or "" for r in results], object).reshape(-1, g),
-             "components": {k: np.array([r.components.get(k, np.nan) for r in results], np.float32).reshape(-1, g)
-                            for k in names}}
-    has_error = local["errors"] != ""
-    full = gather_rows({**local, "errors": has_error.astype(np.uint8)})
+    full = gather_rows({
+        "rewards": np.array([r.score for r in results], np.float32).reshape(-1, g),
+        "errors": np.array([bool(r.error) for r in results], np.uint8).reshape(-1, g),
+        "components": {k: np.array([r.components.get(k, np.nan) for r in results], np.float32).reshape(-1, g)
+                       for k in names}})
     # Error messages stay on the process that scored them; elsewhere an error is known by its flag.
     messages = {id(e): r.error for e, r in zip(mine, results)}
     for i, group in enumerate(groups):
