@@ -1,9 +1,9 @@
 """How far the sampler's log-probs are from the trainer's on the same tokens (train/inference mismatch).
 
 The sampler and the training forward compute the same policy by different code
-(a KV-cached decode with LoRA merged into the storage dtype, against a full
-forward with separate adapters), and top-k/top-p filtering changes the sampled
-distribution. On-policy GRPO assumes they agree. With the sampler's log-probs
+(a KV-cached decode with fused projections, against a full forward; both keep
+LoRA adapters separate from the weights), and top-k/top-p filtering changes the
+sampled distribution. On-policy GRPO assumes they agree. With the sampler's log-probs
 s and the trainer's t of each sampled token, x = t - s:
 
     kl    = mean(eˣ - x - 1)      k3 estimate of KL(sampler || trainer) under the sampler's tokens

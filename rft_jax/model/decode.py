@@ -5,9 +5,12 @@ each choice measured in the compiled decode loop on a CPU:
 
 * Per-layer lists rather than a `lax.scan` over stacked arrays: a scan slices,
   that is copies, every layer's weights and cache on every step.
-* `decode_weights` fuses q|k|v and gate|up into one matmul each and folds LoRA
-  into the weights once per sampling call: three small matmuls and fourteen
-  adapter matmuls a layer become one, and the step pays no adapter cost.
+* `decode_weights` fuses q|k|v and gate|up into one matmul each, and their
+  adapters into one pair each (A side by side, B block-diagonal): fourteen
+  adapter matmuls a layer become eight. The adapters stay separate rather than
+  merged into the weights, so a token's log-prob is computed as the training
+  forward computes it: merged into bf16 weights, an adapter update smaller than
+  the weights' rounding step vanished from the sampler but not from training.
 * Prompt keys/values in the layouts a batched matmul reads without transposing
   (`decode_layout`), and the unembedding in its stored layout.
 * The branch cache is in `storage_dtype`, float32 on a CPU: XLA's CPU backend
@@ -31,28 +34,43 @@ from rft_jax.model.transformer import KV, branch_rope, embed
 _MASKED = -1e30
 
 
-def _merged(layers: dict, lora: dict | None, name: str, scale: float, dtype) -> jax.Array:
-    """Stacked weight w_LxDxE in `dtype` with its adapter folded in (the sum taken in float32)."""
-    w = layers[name]["w"]
-    if lora is None or name not in lora["layers"]:
-        return w.astype(dtype)
-    ab = lora["layers"][name]
-    delta = jnp.einsum("ldr,lre->lde", ab["a"].astype(jnp.float32), ab["b"].astype(jnp.float32)) * scale
-    return (w.astype(jnp.float32) + delta).astype(dtype)
+_GROUPS = {"qkv": ("q", "k", "v"), "o": ("o",), "gate_up": ("gate", "up"), "down": ("down",)}
 
 
-def decode_weights(params: dict, cfg: ModelConfig, lora: dict | None, lora_scale: float, dtype) -> dict:
-    """Per-layer decode weights (q|k|v and gate|up fused, LoRA merged) and the output head."""
+def _group_adapter(layers: dict, lora: dict, names: tuple[str, ...], dtype) -> dict | None:
+    """One adapter pair for projections that share an input: A_LxDx(nR) side by side, B_Lx(nR)xE block-diagonal.
+
+    x @ A @ B then equals each projection's own (x @ A_n) @ B_n next to the
+    others, the off-diagonal zeros adding exact zeros. A member without an
+    adapter gets zero columns. None when no member has one.
+    """
+    present = [n for n in names if n in lora["layers"]]
+    if not present:
+        return None
+    outs = [layers[n]["w"].shape[-1] for n in names]
+    a = jnp.concatenate([lora["layers"][n]["a"].astype(dtype) for n in present], -1)
+    ranks = [lora["layers"][n]["b"].shape[1] for n in present]
+    b = jnp.zeros((a.shape[0], sum(ranks), sum(outs)), dtype)
+    row = 0
+    for n, r in zip(present, ranks):
+        col = sum(outs[:names.index(n)])
+        b = jax.lax.dynamic_update_slice(b, lora["layers"][n]["b"].astype(dtype), (0, row, col))
+        row += r
+    return {"a": a, "b": b}
+
+
+def decode_weights(params: dict, cfg: ModelConfig, lora: dict | None, dtype) -> dict:
+    """Per-layer decode weights (q|k|v and gate|up fused, with their adapters beside them) and the output head."""
     stacked = params["layers"]
-    merged = {n: _merged(stacked, lora, n, lora_scale, dtype) for n in ("q", "k", "v", "o", "gate", "up", "down")}
-    fused = {
-        "qkv": concat_bits([merged["q"], merged["k"], merged["v"]], -1),
-        "o": merged["o"],
-        "gate_up": concat_bits([merged["gate"], merged["up"]], -1),
-        "down": merged["down"],
-    }
+    fused = {group: concat_bits([stacked[n]["w"].astype(dtype) for n in names], -1)
+             for group, names in _GROUPS.items()}
+    if lora is not None:
+        for group, names in _GROUPS.items():
+            adapter = _group_adapter(stacked, lora, names, dtype)
+            if adapter is not None:
+                fused[f"{group}_lora_a"], fused[f"{group}_lora_b"] = adapter["a"], adapter["b"]
     if cfg.qkv_bias:
-        fused["qkv_b"] = jnp.concatenate([stacked[n]["b"].astype(jnp.float32) for n in ("q", "k", "v")], -1)
+        fused["qkv_bias"] = jnp.concatenate([stacked[n]["b"].astype(jnp.float32) for n in ("q", "k", "v")], -1)
     for name in ("attn_norm", "mlp_norm", "q_norm", "k_norm"):
         if name in stacked:
             fused[name] = stacked[name]
@@ -97,8 +115,15 @@ def empty_decode_cache(cfg: ModelConfig, b: int, g: int, s: int, dtype) -> list:
     return [KV(jnp.zeros((b * g, j, k, s), dt), jnp.zeros((b * g, j, s, k), dt)) for _ in range(cfg.num_layers)]
 
 
-def _matmul(x, w, dtype):
-    return jnp.einsum("rd,de->re", x.astype(dtype), w, preferred_element_type=jnp.float32)
+def _project(x_RxD, w: dict, group: str, dtype, lora_scale: float):
+    """x @ W (+ scale * (x @ A) @ B), each matmul in `dtype` with float32 results, as `layers.dense` computes it."""
+    x = x_RxD.astype(dtype)
+    y = jnp.einsum("rd,de->re", x, w[group], preferred_element_type=jnp.float32)
+    if f"{group}_lora_a" in w:
+        xa = jnp.einsum("rd,dk->rk", x, w[f"{group}_lora_a"], preferred_element_type=jnp.float32)
+        y = y + jnp.einsum("rk,ke->re", xa.astype(dtype), w[f"{group}_lora_b"],
+                           preferred_element_type=jnp.float32) * lora_scale
+    return y
 
 
 def _attend(cfg, dtype, b, g, q_RxHxK, prefix, prefix_mask_BxP, cache_k, cache_v, step):
@@ -120,20 +145,22 @@ def _attend(cfg, dtype, b, g, q_RxHxK, prefix, prefix_mask_BxP, cache_k, cache_v
     e_prefix = jnp.exp(s_prefix - m_BxJxM[..., None])
     e_cache = jnp.exp(s_cache - m[..., None])
     o_prefix = jnp.einsum("bjmp,bjpk->bjmk", e_prefix.astype(dtype), prefix.v, preferred_element_type=jnp.float32)
-    o_cache = jnp.einsum("rjqs,rjsk->rjqk", e_cache.astype(cache_v.dtype), cache_v, preferred_element_type=jnp.float32)
+    # Rounded to the compute dtype as the training forward's weights are, whatever dtype the cache is stored in.
+    e_cache_w = e_cache.astype(dtype).astype(cache_v.dtype)
+    o_cache = jnp.einsum("rjqs,rjsk->rjqk", e_cache_w, cache_v, preferred_element_type=jnp.float32)
     den_prefix = e_prefix.sum(-1).reshape(b, j, g, qh).transpose(0, 2, 1, 3).reshape(b * g, j, qh)
     o_prefix = o_prefix.reshape(b, j, g, qh, kd).transpose(0, 2, 1, 3, 4).reshape(b * g, j, qh, kd)
     o = (o_prefix + o_cache) / (den_prefix + e_cache.sum(-1))[..., None]
     return o.reshape(b * g, cfg.num_heads * kd)
 
 
-def _decode_layer(cfg, dtype, b, g, step, x_RxD, w, cos, sin, prefix, prefix_mask_BxP, cache):
+def _decode_layer(cfg, dtype, lora_scale, b, g, step, x_RxD, w, cos, sin, prefix, prefix_mask_BxP, cache):
     """One layer for one new token per branch; writes its key/value into the cache, then attends."""
     h, kd = cfg.num_heads, cfg.head_dim
     j = cfg.num_kv_heads
-    qkv = _matmul(rms_norm(x_RxD, w["attn_norm"], cfg.rms_norm_eps), w["qkv"], dtype)
-    if "qkv_b" in w:
-        qkv = qkv + w["qkv_b"]
+    qkv = _project(rms_norm(x_RxD, w["attn_norm"], cfg.rms_norm_eps), w, "qkv", dtype, lora_scale)
+    if "qkv_bias" in w:
+        qkv = qkv + w["qkv_bias"]
     q = qkv[:, :h * kd].reshape(-1, h, kd)
     k = qkv[:, h * kd:(h + j) * kd].reshape(-1, j, kd)
     v = qkv[:, (h + j) * kd:].reshape(-1, j, kd)
@@ -146,10 +173,10 @@ def _decode_layer(cfg, dtype, b, g, step, x_RxD, w, cos, sin, prefix, prefix_mas
     cache_k = jax.lax.dynamic_update_slice(cache.k, k[..., None], (0, 0, 0, step))
     cache_v = jax.lax.dynamic_update_slice(cache.v, v[:, :, None], (0, 0, step, 0))
     o = _attend(cfg, dtype, b, g, q, prefix, prefix_mask_BxP, cache_k, cache_v, step)
-    x_RxD = x_RxD + _matmul(o, w["o"], dtype)
-    gate_up = _matmul(rms_norm(x_RxD, w["mlp_norm"], cfg.rms_norm_eps), w["gate_up"], dtype)
+    x_RxD = x_RxD + _project(o, w, "o", dtype, lora_scale)
+    gate_up = _project(rms_norm(x_RxD, w["mlp_norm"], cfg.rms_norm_eps), w, "gate_up", dtype, lora_scale)
     f = cfg.intermediate_size
-    x_RxD = x_RxD + _matmul(jax.nn.silu(gate_up[:, :f]) * gate_up[:, f:], w["down"], dtype)
+    x_RxD = x_RxD + _project(jax.nn.silu(gate_up[:, :f]) * gate_up[:, f:], w, "down", dtype, lora_scale)
     return x_RxD, KV(cache_k, cache_v)
 
 
@@ -162,7 +189,7 @@ def decode_rope(cfg: ModelConfig, prefix_mask_BxP: jax.Array, c: int) -> tuple[j
 
 def branch_decode_step(weights: dict, cfg: ModelConfig, tokens_BxG: jax.Array, prefix: list,
                        prefix_mask_BxP: jax.Array, step: jax.Array, cache: list, rope: tuple[jax.Array, jax.Array],
-                       *, dtype=jnp.float32) -> tuple[jax.Array, list]:
+                       *, dtype=jnp.float32, lora_scale: float = 1.0) -> tuple[jax.Array, list]:
     """One decode step of G continuations: hidden states [B*G, D] and the cache with this token written.
 
     `weights` comes from `decode_weights`, `prefix` from `decode_layout`, the
@@ -177,6 +204,6 @@ def branch_decode_step(weights: dict, cfg: ModelConfig, tokens_BxG: jax.Array, p
     x = embed(weights["head"], tokens_BxG.reshape(b * g), jnp.float32)
     new_cache = []
     for w, pkv, kv in zip(weights["layers"], prefix, cache):
-        x, kv = _decode_layer(cfg, dtype, b, g, step, x, w, cos, sin, pkv, prefix_mask_BxP, kv)
+        x, kv = _decode_layer(cfg, dtype, lora_scale, b, g, step, x, w, cos, sin, pkv, prefix_mask_BxP, kv)
         new_cache.append(kv)
     return x, new_cache

@@ -4,7 +4,7 @@ The prompt's keys/values are computed once and shared by the G samples of its
 group (they are only read during decoding); the start all prompts share is run
 once for the whole batch (`prefill`). The loop is a `lax.while_loop` that stops
 as soon as every sequence has produced an end-of-sequence token. Weights
-(fused, LoRA merged) and caches enter the loop as per-layer lists (see
+(fused, adapters beside them) and caches enter the loop as per-layer lists (see
 `rft_jax.model.decode`), so a decode step copies nothing but the new token's
 keys and values.
 """
@@ -70,7 +70,7 @@ def sample(params: dict, cfg: ModelConfig, prompt_BxP: jax.Array, prompt_mask_Bx
         raise ValueError("prefill_rows packs the prompts' own parts after a shared start: pass shared_1xS too")
     last_BxD, prefix_kv, prefix_mask = prefill(params, cfg, prompt_BxP, prompt_mask_BxP, shared_1xS=shared_1xS,
                                                lora=lora, lora_scale=lora_scale, dtype=dtype, rows=prefill_rows)
-    weights = decode_weights(params, cfg, lora, lora_scale, dtype)
+    weights = decode_weights(params, cfg, lora, dtype)
     first_logits_BxV = decode_logits(weights["head"], cfg, last_BxD, dtype)
     key, sub = jax.random.split(key)
     first_logits = jnp.broadcast_to(first_logits_BxV[:, None], (b, g, cfg.vocab_size))
@@ -103,7 +103,7 @@ def sample(params: dict, cfg: ModelConfig, prompt_BxP: jax.Array, prompt_mask_Bx
         lengths = s["lengths"] + alive.astype(jnp.int32)
         done = s["done"] | jnp.isin(s["current"], eos)
         h, cache = branch_decode_step(weights, cfg, tok, prefix_layers, prefix_mask, t, s["cache"], rope,
-                                      dtype=dtype)
+                                      dtype=dtype, lora_scale=lora_scale)
         cache = _constrain_kv(cache, mesh, prefix=False)
         key, sub = jax.random.split(s["key"])
         nxt, lp = draw(sub, decode_logits(weights["head"], cfg, h, dtype).reshape(b, g, -1), params_sampling)

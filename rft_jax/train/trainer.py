@@ -89,8 +89,8 @@ class Trainer:
 
         With more than one update per batch the ratio's "old" log-probs are the
         current policy's under the training forward, computed before the first
-        pass: the sampler's own (top-k/top-p filtered, LoRA merged into the
-        storage dtype) would make the first pass's ratio differ from 1. The
+        pass: the sampler's own (top-k/top-p filtered, from a KV-cached decode
+        whose rounding differs) would make the first pass's ratio differ from 1. The
         metrics are the last update's; the learning rate is that of this RL step.
         """
         cfg = self.cfg
