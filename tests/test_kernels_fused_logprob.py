@@ -9,6 +9,9 @@ Tolerances: float32 1e-5 (rtol and atol); bfloat16 inputs 1e-2 of the largest gr
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -210,3 +213,11 @@ def test_pallas_gpu_full_size(dtype, grad_tol):
     for g, g_c in zip(grads, grads_c):
         g, g_c = np.asarray(g.astype(jnp.float32)), np.asarray(g_c.astype(jnp.float32))
         np.testing.assert_allclose(g, g_c, rtol=grad_tol, atol=grad_tol * float(np.abs(g_c).max()))
+
+
+def test_kernels_never_import_rft_jax():
+    """kernels/ is a leaf: rft_jax may import it, never the other way round."""
+    code = ("import sys, kernels.layout, kernels.fused_logprob; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'rft_jax'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

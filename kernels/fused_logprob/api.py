@@ -7,8 +7,7 @@
 one for the default backend (pallas_gpu on GPU, xla_chunked elsewhere). An
 implementation that was asked for by name and cannot run raises; nothing ever
 falls back to another implementation silently. `interpret=True` runs the Pallas
-kernels in the Pallas interpreter (CPU; slow, for tests and debugging), as in
-kernels/grpo_loss.
+kernels in the Pallas interpreter (CPU; slow, for tests and debugging).
 """
 
 from __future__ import annotations

@@ -2,9 +2,8 @@
 
 Every mode here is linear in the per-token loss, so each is written as a table
 of per-token weights w[b, c] (zero on masked tokens) and the loss is
-sum(w * loss). The weights depend only on the mask, never on the policy, so the
-fused kernel (kernels/grpo_loss) takes them as an input and its gradient is just
-w * d loss_token / d logp.
+sum(w * loss). The weights depend only on the mask, never on the policy, so they
+can be computed once for the whole batch before it is split into micro-batches.
 
 | name                       | weight of token (b, c)     | used by                    |
 |----------------------------|----------------------------|----------------------------|

@@ -13,8 +13,6 @@ k3 exponentiates, so, as verl's `low_var_kl` does, x is clamped to [-20, 20]
 before the exp and the result to [-10, 10]: a token the policy has pushed far
 from the reference (log-ratio 100, say) gives a finite, bounded penalty instead
 of inf (and NaN gradients). k1 and k2 have no exp and are finite for finite x.
-
-Plain elementwise jnp; kernels/grpo_loss/reference.py mirrors them and its tests check they agree.
 """
 
 from __future__ import annotations

@@ -42,7 +42,12 @@ trainer passes the rollout's log-probs as `old_logp`; on the first pass r = 1
 and clipping is inactive.
 
 Metrics are named as verl names them so dashboards carry over.
-kernels/grpo_loss computes the same thing (ppo_clip without dual-clip) in one fused pass.
+
+This is the one implementation of the loss: it is elementwise over [B, C]
+tokens, a few dozen FLOPs a token, which XLA fuses into one pass; the step's
+cost is the forward and backward of the model and the log-probs over the
+vocabulary (kernels/fused_logprob). A fused loss kernel that once sat in
+kernels/ was never on the trainer's path and was removed.
 """
 
 from __future__ import annotations
@@ -163,10 +168,7 @@ POLICY_LOSSES: dict[str, PolicyLossFn] = {"ppo_clip": ppo_clip, "gspo": gspo, "c
 
 def token_terms(logp, old_logp, advantages, valid, cfg: GRPOLossConfig, ref_logp=None):
     """Per-token (pg, clipped, kl-or-None); `valid` is the bool token mask. Any shape for ppo_clip, cispo and
-    sapo; gspo averages over the last axis, so it needs [B, C].
-
-    kernels/grpo_loss keeps its own copy of ppo_clip (kernels import nothing from rft_jax); its tests compare the two.
-    """
+    sapo; gspo averages over the last axis, so it needs [B, C]."""
     log_ratio = jnp.clip(jnp.where(valid, logp - old_logp, 0.0), -20.0, 20.0)
     pg, clipped = POLICY_LOSSES[cfg.policy_loss](log_ratio, advantages, valid, cfg)
     if ref_logp is None:
