@@ -71,6 +71,17 @@ def load_policy(model: str | None, checkpoint: str | None, command: str) -> tupl
     return policy.model, policy.model_cfg, params, {"checkpoint": str(policy.checkpoint.path)}
 
 
+def load_eval_set(path: str, tokenizer) -> list:
+    """The examples to evaluate. A test set may repeat a prompt (a benchmark can): say so, and score each."""
+    from rft_jax.data.validate import id_list, load_examples  # noqa: PLC0415
+
+    loaded = load_examples(path, tokenizer=tokenizer, allow_duplicate_prompts=True)
+    if loaded.repeated:
+        print(f"rft-jax eval: warning: {path} has {len(loaded.repeated)} duplicate prompts (ids "
+              f"{id_list(loaded.repeated)}); each is scored as a separate example", file=sys.stderr)
+    return loaded.examples
+
+
 def main(argv: list[str]) -> int:
     args = tyro.cli(EvalOptions, args=argv, prog="rft-jax eval", description=__doc__)
     if args.checkpoint and args.adapter:
@@ -80,7 +91,7 @@ def main(argv: list[str]) -> int:
 
     import jax  # noqa: PLC0415 (keeps --help fast)
 
-    from rft_jax.data import load_dataset  # noqa: PLC0415
+    from rft_jax.data.problems import DatasetError  # noqa: PLC0415
     from rft_jax.evaluation.evaluate import evaluate  # noqa: PLC0415
     from rft_jax.model.lora import load_peft_adapter  # noqa: PLC0415
     from rft_jax.model.tokenizer import load_tokenizer  # noqa: PLC0415
@@ -91,7 +102,14 @@ def main(argv: list[str]) -> int:
         return 2
     model, cfg, params, source = loaded
     tokenizer = load_tokenizer(model)
-    examples = load_dataset(args.data, tokenizer=tokenizer)
+    try:
+        examples = load_eval_set(args.data, tokenizer)
+    except (DatasetError, OSError) as err:  # user errors: a message, not a traceback
+        print(f"rft-jax eval: {err}", file=sys.stderr)
+        return 2
+    if not examples:
+        print(f"rft-jax eval: {args.data} holds no examples", file=sys.stderr)
+        return 2
     scorers = {spec if len(spec) < 40 else f"reward{i}": build_reward(spec)
                for i, spec in enumerate(args.reward or ("math_answer",))}
     lora, scale = None, 1.0

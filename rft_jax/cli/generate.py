@@ -67,7 +67,9 @@ def check(opts: GenerateOptions) -> None:
 
 def prompt_ids(tokenizer, examples: list, cfg, max_new_tokens: int) -> list[list[int]]:
     """The chat-templated prompt of each example; ValueError if one cannot fit the context with its completion."""
-    prompts = [tokenizer.apply_chat_template(ex.prompt_messages, tools=ex.tools) for ex in examples]
+    from rft_jax.rollout import engine  # noqa: PLC0415 (the one prompt rendering; text parts flattened)
+
+    prompts = engine.prompt_ids(tokenizer, examples)
     for ex, ids in zip(examples, prompts):
         if len(ids) + max_new_tokens > cfg.max_position_embeddings:
             raise ValueError(f"example {ex.id!r} has a {len(ids)}-token prompt; with --max-new-tokens "

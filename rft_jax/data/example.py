@@ -12,6 +12,8 @@ import hashlib
 import json
 from typing import Any
 
+from rft_jax.data.chat_text import flatten_content
+
 KNOWN_FIELDS = ("id", "messages", "reference_answer", "tools")
 
 
@@ -45,13 +47,18 @@ def prompt_messages(messages: list[dict]) -> list[dict]:
 
 
 def message_text(message: dict) -> str:
-    """The text of a message whose content is a string or a list of text parts."""
-    content = message.get("content")
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    """The text of a message whose content is a string or a list of text parts (other parts skipped)."""
+    return flatten_content(message.get("content"), strict=False)
+
+
+def flatten_messages(messages: list[dict]) -> list[dict]:
+    """The messages with every content as one string (text parts joined, none as ""); other keys kept.
+
+    OpenAI and Bedrock files may give content as a list of text parts. Chat templates
+    and rewards expect a string: SmolLM2's template fails on a list, Qwen3's renders
+    it empty. Everything that hands messages to a template or a reward goes through this.
+    """
+    return [{**m, "content": message_text(m)} for m in messages]
 
 
 def canonical_json(value: Any) -> str:

@@ -1,7 +1,10 @@
 """Read and validate an RFT JSONL file: the one code path for `data validate` and training.
 
-Training calls `load_dataset`, which runs exactly this validation and raises on any
-error, so a run never starts on a file that `rft-jax data validate` would reject.
+Training calls `load_examples`, which runs exactly this validation and raises on any
+error, so a run never starts on a file that `rft-jax data validate` would reject. Two
+findings are let through when the caller says so: prompts over the token limit, which
+a run leaves out (`skip_too_long`), and repeated prompts, which an evaluation set may
+hold (`allow_duplicate_prompts`).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import json
 from typing import Any, Protocol
 
 from rft_jax.data.checks import check_record
-from rft_jax.data.example import Example, from_record, prompt_key
+from rft_jax.data.example import Example, flatten_messages, from_record, prompt_key
 from rft_jax.data.problems import DatasetError, Problem
 
 
@@ -33,7 +36,9 @@ class Validation:
 
 
 def validate_lines(lines: list[str], *, tokenizer: ChatTokenizer | None = None,
-                   max_prompt_tokens: int | None = None, require_reference: bool = False) -> Validation:
+                   max_prompt_tokens: int | None = None, require_reference: bool = False,
+                   allow_duplicate_prompts: bool = False) -> Validation:
+    """Every problem of every line; with `allow_duplicate_prompts`, a repeated prompt is a warning."""
     examples, where, problems = [], [], []
     for number, text in enumerate(lines, start=1):
         if not text.strip():
@@ -49,34 +54,62 @@ def validate_lines(lines: list[str], *, tokenizer: ChatTokenizer | None = None,
         if not found:
             examples.append(from_record(record))
             where.append(number)
-    problems += duplicate_problems(examples, where)
+    problems += duplicate_problems(examples, where, allow_duplicate_prompts)
     lengths = None
     if tokenizer is not None:
-        lengths = [len(tokenizer.apply_chat_template(ex.prompt_messages, tools=ex.tools, add_generation_prompt=True))
+        lengths = [len(tokenizer.apply_chat_template(flatten_messages(ex.prompt_messages), tools=ex.tools,
+                                                     add_generation_prompt=True))
                    for ex in examples]
         if max_prompt_tokens is not None:
-            problems += [Problem(n, "messages", f"prompt is {k} tokens, over the limit of {max_prompt_tokens}",
-                                 "shorten the prompt, or raise --max-prompt-tokens")
-                         for n, k in zip(where, lengths) if k > max_prompt_tokens]
+            problems += too_long_problems(where, lengths, max_prompt_tokens)
     problems.sort(key=lambda p: p.line)
     return Validation(examples, where, problems, lengths)
 
 
-def duplicate_problems(examples: list[Example], lines: list[int]) -> list[Problem]:
+def too_long_problems(lines: list[int], lengths: list[int], limit: int) -> list[Problem]:
+    return [Problem(n, "messages", f"prompt is {k} tokens, over the limit of {limit}",
+                    "shorten the prompt, or raise --max-prompt-tokens")
+            for n, k in zip(lines, lengths) if k > limit]
+
+
+def earlier(keys: list) -> list[int | None]:
+    """For each key, the index of its first occurrence when that is an earlier one (else None)."""
+    first: dict = {}
+    out = []
+    for i, key in enumerate(keys):
+        out.append(first.get(key))
+        first.setdefault(key, i)
+    return out
+
+
+def repeated_prompts(examples: list[Example]) -> list[int]:
+    """Indices of the examples whose prompt (roles and text, whitespace-normalised) came earlier in the list."""
+    return [i for i, j in enumerate(earlier([prompt_key(ex.messages) for ex in examples])) if j is not None]
+
+
+def duplicate_problems(examples: list[Example], lines: list[int], allow_duplicate_prompts: bool = False
+                       ) -> list[Problem]:
+    repeat = "warning" if allow_duplicate_prompts else "error"
+    keys = [prompt_key(ex.messages) for ex in examples]
     problems = []
-    seen_ids: dict[str, int] = {}
-    seen_prompts: dict[str, int] = {}
-    for ex, line in zip(examples, lines):
-        if ex.id in seen_ids:
-            problems.append(Problem(line, "id", f"duplicate id {ex.id!r} (first on line {seen_ids[ex.id]})",
-                                    "give every example a unique id"))
-        seen_ids.setdefault(ex.id, line)
-        key = prompt_key(ex.messages)
-        if key in seen_prompts:
-            problems.append(Problem(line, "messages", f"duplicate prompt (same as line {seen_prompts[key]})",
-                                    "remove the duplicate; duplicates over-weight a prompt and leak across splits"))
-        seen_prompts.setdefault(key, line)
+    for i, j in enumerate(earlier([ex.id for ex in examples])):
+        if j is not None:
+            # The same prompt under the same id is a repeated prompt (an id generated from the content
+            # repeats with it); one id on two different prompts is always an error.
+            problems.append(Problem(lines[i], "id", f"duplicate id {examples[i].id!r} (first on line {lines[j]})",
+                                    "give every example a unique id", repeat if keys[i] == keys[j] else "error"))
+    for i, j in enumerate(earlier(keys)):
+        if j is not None:
+            problems.append(Problem(lines[i], "messages", f"duplicate prompt (same as line {lines[j]})",
+                                    "remove the duplicate; duplicates over-weight a prompt and leak across splits",
+                                    repeat))
     return problems
+
+
+def id_list(ids: list[str], shown: int = 5) -> str:
+    """The first few ids, then how many more: for messages about many examples."""
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return ", ".join(ids[:shown]) + more
 
 
 def read_lines(path: str) -> list[str]:
@@ -88,14 +121,43 @@ def validate_file(path: str, **kwargs: Any) -> Validation:
     return validate_lines(read_lines(path), **kwargs)
 
 
-def load_dataset(path: str, *, tokenizer: ChatTokenizer | None = None, max_prompt_tokens: int | None = None,
-                 require_reference: bool = False) -> list[Example]:
-    """Load a JSONL file for training; raises DatasetError listing every problem."""
-    result = validate_file(path, tokenizer=tokenizer, max_prompt_tokens=max_prompt_tokens,
-                           require_reference=require_reference)
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+    """A file read for a run or an evaluation: the examples kept, and the ids of those let through or left out."""
+
+    examples: list[Example]
+    repeated: list[str]  # kept, though their prompt came earlier in the file (with allow_duplicate_prompts)
+    too_long: list[str]  # left out: prompt over max_prompt_tokens (with skip_too_long)
+
+
+def load_examples(path: str, *, tokenizer: ChatTokenizer | None = None, max_prompt_tokens: int | None = None,
+                  require_reference: bool = False, allow_duplicate_prompts: bool = False,
+                  skip_too_long: bool = False) -> Loaded:
+    """Load a JSONL file; raises DatasetError listing every problem.
+
+    `skip_too_long` leaves out prompts over `max_prompt_tokens` instead of refusing the
+    file (a few long prompts should not stop a run), unless no prompt is left.
+    """
+    result = validate_file(path, tokenizer=tokenizer, max_prompt_tokens=None if skip_too_long else max_prompt_tokens,
+                           require_reference=require_reference, allow_duplicate_prompts=allow_duplicate_prompts)
     if result.errors:
         raise DatasetError(path, result.problems)
-    return result.examples
+    examples, lines = result.examples, result.lines
+    repeated = [examples[i].id for i in repeated_prompts(examples)] if allow_duplicate_prompts else []
+    if not (skip_too_long and max_prompt_tokens is not None and result.prompt_tokens is not None):
+        return Loaded(examples, repeated, [])
+    fits = [k <= max_prompt_tokens for k in result.prompt_tokens]
+    if examples and not any(fits):
+        raise DatasetError(path, too_long_problems(lines, result.prompt_tokens, max_prompt_tokens))
+    return Loaded([ex for ex, ok in zip(examples, fits) if ok], repeated,
+                  [ex.id for ex, ok in zip(examples, fits) if not ok])
+
+
+def load_dataset(path: str, *, tokenizer: ChatTokenizer | None = None, max_prompt_tokens: int | None = None,
+                 require_reference: bool = False) -> list[Example]:
+    """Load a JSONL file, refusing it on any problem (a prompt over the limit too); raises DatasetError."""
+    return load_examples(path, tokenizer=tokenizer, max_prompt_tokens=max_prompt_tokens,
+                         require_reference=require_reference).examples
 
 
 def write_jsonl(path: str, examples: list[Example]) -> None:

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rft_jax.data.example import message_text
+from rft_jax.rollout.engine import prompt_ids
 from rft_jax.sampling import SamplingParams, decode_rollout, generate_ids
 
 
@@ -45,11 +47,13 @@ def evaluate(params: dict, cfg, tokenizer, examples, scorers: dict, *, key: jax.
     `response_length/mean`, `response_length/clip_ratio`. `mesh`: where to
     sample (default: the mesh the parameters live on).
     """
+    if not examples:  # every metric would be a mean of nothing (NaN); callers skip an empty split
+        raise ValueError("nothing to evaluate: no examples")
     sampling = SamplingParams(temperature=temperature)
     per_example: list[dict] = []
     samples: list[dict] = []
     for i, chunk in enumerate(_batches(list(examples), batch_size)):
-        ids = [tokenizer.apply_chat_template(ex.prompt_messages, tools=ex.tools) for ex in chunk]
+        ids = prompt_ids(tokenizer, chunk)
         rollout, _, _ = generate_ids(params, cfg, ids, jax.random.fold_in(key, i), sampling=sampling,
                                      num_samples=num_samples, max_new_tokens=max_new_tokens,
                                      eos_ids=tokenizer.eos_ids, pad_id=tokenizer.pad_id, lora=lora,
@@ -68,7 +72,7 @@ def evaluate(params: dict, cfg, tokenizer, examples, scorers: dict, *, key: jax.
                                 "errors": [r.error is not None for r in results],
                                 "format_ok": [_format_ok(r) for r in results]})
             first = scores[main][j * num_samples]
-            samples.append({"id": ex.id, "prompt": ex.prompt_messages[-1]["content"],
+            samples.append({"id": ex.id, "prompt": message_text(ex.prompt_messages[-1]),
                             "completion": completions[j][0].text, "reward": first.score,
                             "components": dict(first.components), "error": first.error})
         if progress is not None:

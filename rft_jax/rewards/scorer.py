@@ -13,10 +13,21 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from rft_jax.data.example import Example
+from rft_jax.data.example import Example, flatten_messages
 from rft_jax.rewards.registry import REWARDS, RewardEntry
 from rft_jax.rewards.result import RewardResult, coerce, failed
 from rft_jax.rewards.spec import RewardSpec, parse_spec
+
+
+def text_example(example: Example) -> Example:
+    """The example as a reward reads it: every message's content a string, as OpenAI's graders see it.
+
+    Content given as text parts (OpenAI, Bedrock) is joined; an example already in
+    strings is passed through as the same object.
+    """
+    if all(isinstance(m.get("content"), str) for m in example.messages):
+        return example
+    return dataclasses.replace(example, messages=flatten_messages(example.messages))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +44,7 @@ class FunctionScorer:
         if not isinstance(completion, str):
             return failed(f"{self.name}: completion is {type(completion).__name__}, not str")
         try:
-            return coerce(self.entry.fn(example, completion, **self.params))
+            return coerce(self.entry.fn(text_example(example), completion, **self.params))
         except Exception as err:  # a reward bug or hostile completion must not stop training
             return failed(f"{self.name}: {type(err).__name__}: {err}")
 
@@ -42,7 +53,7 @@ class FunctionScorer:
             raise ValueError(f"{len(examples)} examples but {len(completions)} completions")  # caller bug
         if self.entry.batch_fn is not None and all(isinstance(c, str) for c in completions):
             try:
-                results = list(self.entry.batch_fn(examples, completions, **self.params))
+                results = list(self.entry.batch_fn([text_example(e) for e in examples], completions, **self.params))
                 if len(results) == len(examples):
                     return [coerce(r) for r in results]
             except Exception:  # fall back to per-sample calls, which capture each error
@@ -51,7 +62,7 @@ class FunctionScorer:
 
     def render_reference(self, example: Example) -> str:
         render = self.entry.render_reference
-        return render(example) if render else str(example.reference_answer)
+        return render(text_example(example)) if render else str(example.reference_answer)
 
 
 @dataclasses.dataclass(frozen=True)

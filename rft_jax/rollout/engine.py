@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from rft_jax.data.example import Example
+from rft_jax.data.example import Example, flatten_messages
 from rft_jax.model.config import ModelConfig
 from rft_jax.parallel.distributed import gather_names, gather_rows, process_share
 from rft_jax.rollout.episode import Episode
@@ -73,7 +73,9 @@ class Rollouts:
 
 
 def prompt_ids(tokenizer, examples: list[Example]) -> list[list[int]]:
-    return [tokenizer.apply_chat_template(ex.prompt_messages, tools=ex.tools) for ex in examples]
+    """Each example's prompt through the chat template: the one rendering that training, evaluation and the
+    warm start share, so a prompt is the same tokens in all three."""
+    return [tokenizer.apply_chat_template(flatten_messages(ex.prompt_messages), tools=ex.tools) for ex in examples]
 
 
 def generate_episodes(params: dict, cfg: ModelConfig, tokenizer, examples: list[Example], key: jax.Array,

@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any
 
-from rft_jax.data.example import message_text
+from rft_jax.data.example import flatten_messages
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 UNSUPPORTED = ("logprobs", "top_logprobs", "logit_bias", "response_format", "presence_penalty", "frequency_penalty",
@@ -70,7 +70,6 @@ def _integer(body: dict, name: str, lo: int, hi: int) -> int | None:
 def _messages(value: Any) -> list[dict]:
     if not isinstance(value, list) or not value:
         raise RequestError("'messages' must be a non-empty list", param="messages")
-    out = []
     for i, m in enumerate(value):
         if not isinstance(m, dict) or m.get("role") not in ROLES:
             raise RequestError(f"messages[{i}] needs a 'role' among {ROLES}", param=f"messages[{i}].role")
@@ -78,10 +77,8 @@ def _messages(value: Any) -> list[dict]:
         if content is not None and not isinstance(content, (str, list)):
             raise RequestError(f"messages[{i}].content must be a string or a list of text parts",
                                param=f"messages[{i}].content")
-        # Text parts are joined: the chat template expects a string.
-        role = "system" if m["role"] == "developer" else m["role"]
-        out.append({**m, "role": role, "content": message_text(m)})
-    return out
+    # Text parts are joined (the chat template expects a string); "developer" is the system turn.
+    return [{**m, "role": "system" if m["role"] == "developer" else m["role"]} for m in flatten_messages(value)]
 
 
 def _stops(value: Any) -> tuple[str, ...]:

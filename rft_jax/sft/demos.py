@@ -7,6 +7,8 @@ import re
 import jax
 import numpy as np
 
+from rft_jax.data.example import flatten_messages, message_text
+from rft_jax.rollout.engine import prompt_ids
 from rft_jax.sampling import SamplingParams, decode_rollout, generate_ids
 from rft_jax.sampling.generate import bucket, left_pad
 
@@ -36,7 +38,7 @@ def self_format_demos(params, cfg, tokenizer, examples, *, key: jax.Array, max_n
     demos = []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
-        ids = [tokenizer.apply_chat_template(ex.prompt_messages, tools=ex.tools) for ex in chunk]
+        ids = prompt_ids(tokenizer, chunk)
         rollout, _, _ = generate_ids(params, cfg, ids, jax.random.fold_in(key, start),
                                      sampling=SamplingParams(temperature=0.0), num_samples=1,
                                      max_new_tokens=max_new_tokens, eos_ids=tokenizer.eos_ids,
@@ -69,7 +71,6 @@ def pairs_from_examples(tokenizer, examples) -> list[tuple[list[int], str]]:
         last = max((i for i, m in enumerate(ex.messages) if m["role"] == "assistant"), default=None)
         if last is None:
             continue
-        content = ex.messages[last]["content"]
-        text = content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
-        pairs.append((tokenizer.apply_chat_template(ex.messages[:last], tools=ex.tools), text))
+        text = message_text(ex.messages[last])
+        pairs.append((tokenizer.apply_chat_template(flatten_messages(ex.messages[:last]), tools=ex.tools), text))
     return pairs

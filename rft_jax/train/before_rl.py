@@ -23,11 +23,16 @@ from rft_jax.train.evals import run_eval
 from rft_jax.train.trainer import Policy, Trainer
 
 
-def check_signal(trainer: Trainer, state: TrainState, val, key: jax.Array) -> dict[str, float]:
-    """Sampled groups on validation prompts, through the same rollout path as training."""
-    cfg = trainer.cfg
-    r = trainer.rollouts(state, val[: min(len(val), 2 * cfg.batch_size)], key)
-    return signal_metrics(r, cfg.evaluation.success_threshold)
+def signal_prompts(splits, batch_size: int) -> list:
+    """Up to two batches of validation prompts to sample for the signal check; training prompts without
+    validation data (the check asks whether the model can ever earn a reward, not how well it does)."""
+    return (splits.val or splits.train)[: 2 * batch_size]
+
+
+def check_signal(trainer: Trainer, state: TrainState, prompts, key: jax.Array) -> dict[str, float]:
+    """Sampled groups on `prompts`, through the same rollout path as training."""
+    r = trainer.rollouts(state, prompts, key)
+    return signal_metrics(r, trainer.cfg.evaluation.success_threshold)
 
 
 def rebase(trainer: Trainer, state: TrainState, policy_params: dict) -> tuple[Trainer, TrainState]:
@@ -86,21 +91,26 @@ def measure_before_rl(trainer: Trainer, state: TrainState, splits, scorers: dict
     from (after a warm start, the trainer's base or reference is the warm-started policy)."""
     cfg = trainer.cfg
     print(f"[rft-jax] measuring the base model on {len(splits.val)} validation and {len(splits.test)} test prompts")
-    base_val = run_eval("base_val", trainer, state, splits.val, scorers, run_dir, 0)
-    meta["best_val"] = base_val.metrics["reward/mean"]
+    base = {}
+    if splits.val:
+        base_val = run_eval("base_val", trainer, state, splits.val, scorers, run_dir, 0).metrics
+        meta["best_val"] = base_val["reward/mean"]
+        base = {"val/reward/mean": base_val["reward/mean"], "val/pass@1": base_val["pass@1"]}
+    else:
+        print("[rft-jax] no validation data: no validation evaluations or best checkpoint; the signal check "
+              "samples training prompts")
     if splits.test:
         results["base"] = run_eval("base", trainer, state, splits.test, scorers, run_dir, 0).metrics
     if cfg.warm_start.steps > 0:
         trainer, state = warm_start(trainer, state, splits.train, run_dir)
         if splits.test:
             results["warm_start"] = run_eval("warm_start", trainer, state, splits.test, scorers, run_dir, 0).metrics
-    signal = check_signal(trainer, state, splits.val or splits.train, jax.random.key(cfg.seed + 11))
-    writer.write(0, {"val/reward/mean": base_val.metrics["reward/mean"], "val/pass@1": base_val.metrics["pass@1"],
-                     **signal})
+    signal = check_signal(trainer, state, signal_prompts(splits, cfg.batch_size), jax.random.key(cfg.seed + 11))
+    writer.write(0, {**base, **signal})
     print("[rft-jax] RL starts from: " + ", ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in signal.items()))
     if cfg.require_signal and signal["baseline/any_positive_share"] == 0:
         raise setup.ConfigError(
-            "the model never earned a positive reward on sampled validation groups, so GRPO has no "
+            "the model never earned a positive reward on sampled groups before training, so GRPO has no "
             "signal. Raise the temperature, shape the reward (partial credit), add a warm start "
             "(--warm-start.steps N), or pass --no-require-signal to go on anyway.")
     return trainer, state

@@ -43,7 +43,10 @@ def run_eval(name: str, trainer: Trainer, state: TrainState, examples, scorers: 
 
 
 def validation_hook(trainer: Trainer, val, scorers: dict, run_dir: Path, meta: dict, ckpt) -> Hook:
-    """Validate; keep the best checkpoint; count validations without improvement for early stopping."""
+    """Validate; keep the best checkpoint; count validations without improvement for early stopping.
+
+    Without validation data it never runs: there is nothing to measure, so no best checkpoint and no early stop.
+    """
     ev = trainer.cfg.evaluation
 
     def validate(ctx: StepContext) -> None:
@@ -56,4 +59,6 @@ def validation_hook(trainer: Trainer, val, scorers: dict, run_dir: Path, meta: d
             meta["best_val"] = reward
             ckpt.save_best(ctx.step, ctx.state, meta, reward)
 
+    if not val:
+        return Hook("validation", validate, every=0)
     return Hook("validation", validate, every=ev.interval, at_last=True)

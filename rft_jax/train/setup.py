@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from rft_jax.checkpoint.store import WARM_START_MODEL, checkpoint_params, find_checkpoint
-from rft_jax.data import Example, load_dataset
-from rft_jax.data.validate import write_jsonl
+from rft_jax.data import Example
+from rft_jax.data.validate import id_list, load_examples, write_jsonl
 from rft_jax.grpo import TrainState, make_optimizer
 from rft_jax.model import load_model
 from rft_jax.model.lora import init_lora
@@ -35,6 +35,8 @@ class Splits:
     train: list[Example]
     val: list[Example]
     test: list[Example]
+    summary: dict = dataclasses.field(default_factory=dict)
+    """Per split: its file, the examples kept and those left out; saved as RUN_DIR/data_summary.json."""
 
 
 def generate_task_files(cfg: TrainConfig, run_dir: Path) -> tuple[str, str, str]:
@@ -52,23 +54,47 @@ def generate_task_files(cfg: TrainConfig, run_dir: Path) -> tuple[str, str, str]
     return tuple(paths)
 
 
+def load_split(path: str | None, cfg: TrainConfig, tokenizer, needs_reference: bool) -> tuple[list[Example], dict]:
+    """A split's examples (the same validation as `rft-jax data validate`) and its summary.
+
+    Prompts over data.max_prompt_tokens are left out, with their count and first ids
+    printed, rather than refusing the file: the file is refused only when none fits.
+    """
+    if not path:
+        return [], {"file": None, "examples": 0, "skipped_over_max_prompt_tokens": 0, "skipped_ids": []}
+    limit = cfg.data.max_prompt_tokens
+    loaded = load_examples(path, tokenizer=tokenizer, max_prompt_tokens=limit, require_reference=needs_reference,
+                           skip_too_long=True)
+    skipped = loaded.too_long
+    if skipped:
+        print(f"[rft-jax] {path}: skipped {len(skipped)} of {len(skipped) + len(loaded.examples)} prompts longer "
+              f"than data.max_prompt_tokens={limit}: {id_list(skipped)}")
+    return loaded.examples, {"file": path, "examples": len(loaded.examples),
+                             "skipped_over_max_prompt_tokens": len(skipped), "skipped_ids": skipped}
+
+
 def load_splits(cfg: TrainConfig, run_dir: Path, tokenizer, needs_reference: bool) -> Splits:
-    """Validated train/val/test examples (the same validation as `rft-jax data validate`)."""
+    """Validated train/val/test examples; each split's summary says what was left out."""
     if cfg.data.task.name != "none":
-        train, val, test = generate_task_files(cfg, run_dir)
+        files = generate_task_files(cfg, run_dir)
     else:
-        train, val, test = cfg.data.train_file, cfg.data.val_file, cfg.data.test_file
-        if not train:
+        files = cfg.data.train_file, cfg.data.val_file, cfg.data.test_file
+        if not files[0]:
             raise ConfigError("no training data: set data.train_file (RFT JSONL) or data.task")
-    load = lambda p: load_dataset(p, tokenizer=tokenizer, max_prompt_tokens=cfg.data.max_prompt_tokens,  # noqa: E731
-                                  require_reference=needs_reference) if p else []
-    splits = Splits(load(train), load(val), load(test))
+    (train, train_summary), (val, val_summary), (test, test_summary) = (
+        load_split(path, cfg, tokenizer, needs_reference) for path in files)
+    summary = {"max_prompt_tokens": cfg.data.max_prompt_tokens, "train": train_summary, "val": val_summary,
+               "test": test_summary}
+    splits = Splits(train, val, test, summary)
     train_ids = {ex.id for ex in splits.train}
     leaked = [ex.id for ex in splits.test if ex.id in train_ids]
     if leaked:
         raise ConfigError(f"{len(leaked)} test examples also appear in the training data (e.g. {leaked[0]})")
     if len(splits.train) < cfg.batch_size:
-        raise ConfigError(f"training data has {len(splits.train)} examples, fewer than batch_size={cfg.batch_size}")
+        skipped = train_summary["skipped_over_max_prompt_tokens"]
+        also = f" ({skipped} more left out as longer than data.max_prompt_tokens)" if skipped else ""
+        raise ConfigError(f"training data has {len(splits.train)} examples{also}, fewer than "
+                          f"batch_size={cfg.batch_size}")
     return splits
 
 
@@ -206,6 +232,8 @@ def prepare(cfg: TrainConfig, run_dir: Path) -> Prepared:
         params = initial_params(cfg, model_cfg, params)
     check_lengths(cfg, model_cfg)
     splits = load_splits(cfg, run_dir, tokenizer, scorer.needs_reference)
+    if is_primary():
+        (run_dir / "data_summary.json").write_text(json.dumps(splits.summary, indent=1))
     steps = total_steps(cfg, len(splits.train))
     if steps < 1:
         raise ConfigError(f"{len(splits.train)} training examples make 0 steps of batch_size={cfg.batch_size}")

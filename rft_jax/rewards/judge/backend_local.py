@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import threading
 
+from rft_jax.data.example import flatten_messages
+
 
 class LocalBackend:
     """Holds the loaded judge model; `complete` is the backend interface shared with OpenAIBackend."""
@@ -49,7 +51,7 @@ class LocalBackend:
             self.calls += 1
             key = jax.random.fold_in(jax.random.PRNGKey(self.seed), self.calls)
             try:
-                prompts = [tok.apply_chat_template(m) for m in chunk]
+                prompts = [tok.apply_chat_template(flatten_messages(m)) for m in chunk]
                 rollout, _, _ = generate_ids(params, cfg, prompts, key, sampling=SamplingParams(self.temperature),
                                              num_samples=1 if greedy else n, max_new_tokens=self.max_tokens,
                                              eos_ids=tok.eos_ids, pad_id=tok.pad_id)
