@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 import tyro
 
-from rft_jax.data.convert import convert_lines
+from rft_jax.data.convert import Selection, convert_path, parse_bound, parse_where
 from rft_jax.data.problems import DatasetError
 from rft_jax.data.split import split_examples
 from rft_jax.data.summary import format_summary, summarize
@@ -63,14 +63,25 @@ class SplitOptions:
 
 @dataclasses.dataclass(frozen=True)
 class ConvertOptions:
-    """Model-invocation logs -> RFT JSONL."""
+    """What you already have -> RFT JSONL: Bedrock invocation logs, OpenAI chat-completion logs,
+    Parquet files (verl's columns too) and Hugging Face `datasets` save_to_disk folders."""
 
     logs: tyro.conf.Positional[str]
-    """JSONL of {"request": {"messages": ...}, "response": ...} or {"messages": ..., "response": ...}."""
+    """Logs: a JSONL file (.gz too) or a folder of them, e.g. a Bedrock S3 log prefix; or a table: a .parquet
+    file, a folder of them, or a `datasets` save_to_disk folder."""
     out: str
     """The RFT JSONL file to write."""
     response_as_reference: bool = False
     """Use the logged response as reference_answer (else kept as metadata logged_response)."""
+    model: tyro.conf.UseAppendAction[tuple[str, ...]] = ()
+    """Keep calls to this model id, a glob such as 'amazon.nova-*'; repeat for several."""
+    where: tyro.conf.UseAppendAction[tuple[str, ...]] = ()
+    """KEY=VALUE: keep records whose metadata (Bedrock requestMetadata, OpenAI metadata, a table's columns) has it;
+    repeat: all must hold."""
+    since: str | None = None
+    """Keep calls made on or after this ISO date or date-time (UTC unless it has an offset)."""
+    until: str | None = None
+    """Keep calls made on or before this ISO date or date-time; a bare date includes that whole day."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,14 +161,18 @@ def cmd_split(args: SplitOptions) -> int:
 
 
 def cmd_convert(args: ConvertOptions) -> int:
-    with open(args.logs, encoding="utf-8") as f:
-        records, skipped = convert_lines(f, response_as_reference=args.response_as_reference)
+    selection = Selection(models=args.model, where=parse_where(args.where),
+                          since=parse_bound(args.since, end=False) if args.since else None,
+                          until=parse_bound(args.until, end=True) if args.until else None)
+    report, unit = convert_path(args.logs, selection=selection, response_as_reference=args.response_as_reference)
     with open(args.out, "w", encoding="utf-8") as f:
-        for record in records:
+        for record in report.records:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    print(f"converted {len(records)} records -> {args.out}")
-    if skipped:
-        print(f"skipped {len(skipped)} lines without request messages: {skipped[:20]}", file=sys.stderr)
+    print("\n".join(report.summary(unit)))
+    print(f"wrote {len(report.records)} records -> {args.out}")
+    if not report.records and report.skipped:
+        print(f"rft-jax data convert: no {unit} of {args.logs} could be converted (reasons above)", file=sys.stderr)
+        return 1
     print(f"next: rft-jax data validate {args.out}")
     return 0
 

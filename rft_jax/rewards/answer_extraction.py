@@ -44,6 +44,8 @@ def boxed(text: str) -> str | None:
 
 
 def hash_answer(text: str) -> str | None:
+    """The value on the last `#### <value>` line: GSM8K's final-answer marker, read from
+    completions and (by math_answer) from GSM8K's worked-solution references."""
     found = _HASH.findall(text)
     return found[-1] if found else None
 

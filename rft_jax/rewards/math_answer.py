@@ -3,7 +3,7 @@
 Modes name where the answer is read from (see answer_extraction). `strict_line` is
 the default experiment's strict metric: the last non-empty line must be
 `ANSWER: <number>`, written as a plain integer when the reference is an integer.
-`last_number` is the loose metric.
+`last_number` is the loose metric. A GSM8K reference (`... #### 72`) is read as its final number.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from rft_jax.data.example import Example
-from rft_jax.rewards.answer_extraction import extract_answer
+from rft_jax.rewards.answer_extraction import extract_answer, hash_answer
 from rft_jax.rewards.numbers import numbers_equal, parse_number
 from rft_jax.rewards.result import RewardResult
 
@@ -37,8 +37,14 @@ def math_answer(example: Example, completion: str, *, mode: str = "auto", rel_to
 
 
 def reference_value(reference: object) -> object:
+    """The answer a completion is compared with. A GSM8K-style reference is a worked solution
+    ending in `#### 72`: only what follows the marker is the answer, thousands commas removed."""
     if isinstance(reference, dict) and "answer" in reference:
-        return reference["answer"]
+        reference = reference["answer"]
+    if isinstance(reference, str):
+        final = hash_answer(reference)
+        if final is not None:
+            return final.replace(",", "")
     return reference
 
 
