@@ -44,6 +44,23 @@ def test_wire_shape_matches_the_managed_services(server):
         {"name": "correct/correct", "value": 1.0, "type": "Metric"}]}]
 
 
+def post(url: str, body: object, token: str = "tok") -> object:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    return json.loads(urllib.request.urlopen(request, timeout=10).read())
+
+
+def test_top_level_reference_answer_as_the_nova_reward_pages_send_it(server):
+    """AWS's Nova reward-function pages put reference_answer (and the row's other fields) at the top of each
+    sample; Bedrock's put it under metadata. Both layouts score the same."""
+    messages = [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "ANSWER: 2"}]
+    nova = post(server, [{"id": "n", "messages": messages, "reference_answer": 2, "level": "easy"}])
+    bedrock = post(server, [{"id": "b", "messages": messages, "metadata": {"reference_answer": 2}}])
+    wrong = post(server, [{"id": "w", "messages": messages, "reference_answer": 3}])
+    assert nova[0]["aggregate_reward_score"] == bedrock[0]["aggregate_reward_score"] == 1.5
+    assert wrong[0]["aggregate_reward_score"] == 0.5 and "error" not in nova[0]
+
+
 def test_client_round_trip_with_batching(server, monkeypatch):
     monkeypatch.setenv("RFT_REWARD_TOKEN", "tok")
     completions = ["ANSWER: 1", "ANSWER: 3", "ANSWER: 3", "nope", "ANSWER: 5"]

@@ -65,6 +65,8 @@ def test_every_registered_reward_builds():
     for name in REWARDS:
         params = {"regex_format": {"pattern": "x"}, "remote": {"url": "http://127.0.0.1:9"},
                   "judge": {"rubric": "Is the answer helpful?", "base_url": "http://127.0.0.1:9/v1", "model": "m"},
+                  "openai_grader": {"grader": {"type": "string_check", "operation": "eq", "input": "a",
+                                               "reference": "{{item.reference_answer}}"}},
                   }.get(name, {})
         assert build_reward({"name": name, **params}).score_batch([], []) == []
 

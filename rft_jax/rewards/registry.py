@@ -23,6 +23,7 @@ from rft_jax.rewards import (
     text_similarity,
 )
 from rft_jax.rewards.judge import reward as judge
+from rft_jax.rewards.openai_graders import dispatch as openai_graders
 from rft_jax.rewards.remote import client
 
 
@@ -50,4 +51,7 @@ REWARDS: dict[str, RewardEntry] = {
     "language_consistency": RewardEntry(language_consistency.language_consistency, needs_reference=False),
     "judge": RewardEntry(judge.judge_reward, batch_fn=judge.judge_reward_batch, needs_reference=False),
     "remote": RewardEntry(client.remote_reward, batch_fn=client.remote_reward_batch, needs_reference=False),
+    "openai_grader": RewardEntry(openai_graders.openai_grader, batch_fn=openai_graders.openai_grader_batch,
+                                 needs_reference=False, render_reference=openai_graders.render_reference),
 }
+"""`openai_grader` is what an OpenAI grader JSON ({"type": ...}) becomes in parse_spec (see spec.py)."""

@@ -8,6 +8,14 @@
         "format":  {"name": "answer_format", "weight": 0.2}}}
 
 Every key other than `name` and `weight` is a parameter passed to the reward.
+
+An OpenAI RFT grader, as its JSON is written for OpenAI (it has a `type` key), is a spec too:
+
+    {"type": "string_check", "name": "exact", "operation": "eq",
+     "input": "{{sample.output_text}}", "reference": "{{item.reference_answer}}"}
+
+It is checked when read and becomes {"name": "openai_grader", "grader": {...}} (see rewards/openai_graders);
+a `weight` key next to its `type` is taken as its weight inside an aggregate.
 """
 
 from __future__ import annotations
@@ -16,6 +24,10 @@ import dataclasses
 import json
 import os
 from typing import Any
+
+from rft_jax.rewards.openai_graders.check import check_grader, is_openai_grader
+
+OPENAI_GRADER = "openai_grader"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,12 +68,17 @@ def parse_spec(spec: Any) -> RewardSpec:
                 return parse_spec(json.load(f))
         return RewardSpec(text)
     if isinstance(spec, dict):
+        if is_openai_grader(spec):  # `weight`, for an aggregate's component, is rft_jax's, not the grader's
+            grader = {k: v for k, v in spec.items() if k != "weight"}
+            spec = {"name": OPENAI_GRADER, "grader": grader, **({"weight": spec["weight"]} if "weight" in spec else {})}
         if "name" not in spec:
             raise ValueError(f"reward spec needs a 'name': {spec}")
         components = spec.get("components", {})
         if not isinstance(components, dict):
             raise ValueError(f"'components' of a reward spec maps names to specs, got {type(components).__name__}")
         params = {k: v for k, v in spec.items() if k not in ("name", "weight", "components")}
+        if spec["name"] == OPENAI_GRADER:
+            check_grader(params.get("grader"))
         return RewardSpec(str(spec["name"]), params, float(spec.get("weight", 1.0)),
                           tuple((str(k), parse_spec(v)) for k, v in components.items()))
     raise TypeError(f"a reward spec is a name, 'module:function', a dict or a RewardSpec; got {type(spec).__name__}")

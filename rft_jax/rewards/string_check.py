@@ -26,15 +26,24 @@ def select_text(completion: str, extract: str) -> str | None:
 def string_check(example: Example, completion: str, *, operation: str = "eq", extract: str = "full",
                  reference: str | None = None) -> float:
     """Compare the selected text with the reference (`reference` param, else the example's)."""
-    if operation not in OPERATIONS:
+    if operation not in OPERATIONS:  # checked before extraction: a bad config fails even on unanswerable text
         raise ValueError(f"unknown operation {operation!r}; choose from {OPERATIONS}")
     target = str(reference if reference is not None else example.reference_answer)
     text = select_text(completion, extract)
-    if text is None:
-        return 0.0
-    ok = {"eq": text == target, "ne": text != target, "like": target in text,
-          "ilike": target.lower() in text.lower()}[operation]
-    return float(ok)
+    return 0.0 if text is None else float(compare(text, target, operation))
+
+
+def compare(text: str, target: str, operation: str) -> bool:
+    """eq / ne: equal or not (case-sensitive); like: `text` contains `target`; ilike: the same, ignoring case."""
+    if operation not in OPERATIONS:
+        raise ValueError(f"unknown operation {operation!r}; choose from {OPERATIONS}")
+    if operation == "eq":
+        return text == target
+    if operation == "ne":
+        return text != target
+    if operation == "like":
+        return target in text
+    return target.lower() in text.lower()
 
 
 def regex_format(example: Example, completion: str, *, pattern: str, where: str = "anywhere",

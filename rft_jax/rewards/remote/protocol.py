@@ -1,6 +1,10 @@
 """The wire shape of a reward endpoint, as the managed RFT services define it.
 
 Request:  [{"id", "messages": prompt + [assistant completion], "metadata": {"reference_answer", ...}}]
+          (Bedrock's layout, which our client sends), or
+          [{"id", "messages": ..., "reference_answer", <the row's other fields>}]
+          (the Nova reward-function pages' layout: the dataset row as it was, plus id and the completion).
+          Servers accept both; a top-level field wins over the same key under metadata.
 Response: [{"id", "aggregate_reward_score", "metrics_list": [{"name", "value", "type": "Reward"|"Metric"}]}]
 A response item may also carry "error" (our extension) when scoring that sample failed.
 Request ids are `<example id>/<position in batch>` so repeated prompts (a GRPO group)
@@ -11,6 +15,9 @@ from __future__ import annotations
 
 from rft_jax.data.example import Example, message_text
 from rft_jax.rewards.result import RewardResult, failed
+
+ENVELOPE = ("id", "messages", "metadata")
+"""Request keys that are not dataset fields; every other top-level key is one (Nova's layout)."""
 
 
 def request_item(example: Example, completion: str, position: int) -> dict:
@@ -29,11 +36,15 @@ def parse_request_item(item: dict) -> tuple[Example, str]:
     messages, last = item["messages"][:-1], item["messages"][-1]
     if not isinstance(last, dict) or last.get("role") != "assistant":
         raise ValueError("the last message must be the assistant's completion")
-    metadata = dict(item.get("metadata") or {})
-    reference = metadata.pop("reference_answer", None)
-    tools = metadata.pop("tools", None)
+    metadata = item.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise ValueError(f"'metadata' must be an object, got {type(metadata).__name__}")
+    # Both layouts in one dict: the row's own top-level fields over Bedrock's nested metadata.
+    fields = {**metadata, **{k: v for k, v in item.items() if k not in ENVELOPE}}
+    reference = fields.pop("reference_answer", None)
+    tools = fields.pop("tools", None)
     example = Example(id=str(item.get("id", "")), messages=messages, reference_answer=reference, tools=tools,
-                      metadata=metadata)
+                      metadata=fields)
     return example, message_text(last)
 
 
@@ -43,6 +54,24 @@ def response_item(item_id: str, result: RewardResult) -> dict:
     out = {"id": item_id, "aggregate_reward_score": result.score, "metrics_list": metrics}
     if result.error:
         out["error"] = result.error
+    return out
+
+
+def score_items(scorer, items: list) -> list[dict]:
+    """Score a request body (a list of items) in one batch: one response item per request item, in order.
+
+    A malformed item gets its own error response; the others are still scored.
+    Shared by the HTTP server and the generated AWS Lambda handler."""
+    parsed, out = [], [None] * len(items)
+    for i, item in enumerate(items):
+        try:
+            parsed.append((i, *parse_request_item(item)))
+        except ValueError as err:
+            item_id = str(item.get("id", "")) if isinstance(item, dict) else ""
+            out[i] = response_item(item_id, failed(str(err)))
+    results = scorer.score_batch([p[1] for p in parsed], [p[2] for p in parsed]) if parsed else []
+    for (i, example, _), result in zip(parsed, results):
+        out[i] = response_item(example.id, result)
     return out
 
 

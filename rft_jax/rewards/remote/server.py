@@ -22,8 +22,7 @@ def make_app(scorer: Any, *, token: str | None = None):
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from rft_jax.rewards.remote.protocol import parse_request_item, response_item
-    from rft_jax.rewards.result import failed
+    from rft_jax.rewards.remote.protocol import score_items
 
     async def score(request: Request) -> JSONResponse:
         if token is not None:
@@ -39,16 +38,7 @@ def make_app(scorer: Any, *, token: str | None = None):
                 raise ValueError("body must be a JSON list")
         except ValueError as err:
             return JSONResponse({"error": f"bad request: {err}"}, status_code=400)
-        parsed, out = [], [None] * len(items)
-        for i, item in enumerate(items):
-            try:
-                parsed.append((i, *parse_request_item(item)))
-            except ValueError as err:
-                out[i] = response_item(str(item.get("id", "")) if isinstance(item, dict) else "", failed(str(err)))
-        results = await run_in_threadpool(scorer.score_batch, [p[1] for p in parsed], [p[2] for p in parsed])
-        for (i, example, _), result in zip(parsed, results):
-            out[i] = response_item(example.id, result)
-        return JSONResponse(out)
+        return JSONResponse(await run_in_threadpool(score_items, scorer, items))
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"ok": True})
