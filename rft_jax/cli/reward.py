@@ -1,5 +1,6 @@
-"""`rft-jax reward test | serve`: test a reward, or serve one over HTTP.
+"""`rft-jax reward test | serve | lambda`: test a reward, serve it over HTTP, or write it as an AWS Lambda.
 
+A reward is a built-in name, module:function, a JSON spec or .json spec file, or an OpenAI grader JSON.
 No JAX imports: these start in well under a second.
 """
 
@@ -20,7 +21,7 @@ class RewardTestOptions:
     data: str
     """RFT JSONL file."""
     reward: str
-    """Name, module:function, JSON spec, or a .json spec file."""
+    """Name, module:function, JSON spec, a .json spec file, or an OpenAI grader (JSON with a "type")."""
     bad: str | None = None
     """JSONL of known-bad completions: {"completion": ..., "id"?: ..., "kind"?: ...}."""
     limit: int | None = None
@@ -32,7 +33,7 @@ class RewardServeOptions:
     """Serve a reward at the managed services' reward-endpoint shape."""
 
     reward: tyro.conf.Positional[str]
-    """Name, module:function, JSON spec, or a .json spec file."""
+    """Name, module:function, JSON spec, a .json spec file, or an OpenAI grader (JSON with a "type")."""
     host: str = "127.0.0.1"
     """Bind address (off loopback a token is required)."""
     port: int = 8000
@@ -41,14 +42,27 @@ class RewardServeOptions:
     """Environment variable holding the bearer token (required off loopback)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class RewardLambdaOptions:
+    """Write an AWS Lambda handler, lambda_handler(event, context), around a reward: the reward function
+    of a Bedrock / Nova RFT job. It embeds the spec and imports the reward's module; no JAX."""
+
+    reward: tyro.conf.Positional[str]
+    """Name, module:function, JSON spec, a .json spec file, or an OpenAI grader (JSON with a "type")."""
+    out: str = "lambda_function.py"
+    """The handler file to write; the Lambda handler setting is then <file name>.lambda_handler."""
+
+
 RewardOptions = (Annotated[RewardTestOptions, tyro.conf.subcommand("test")]
-                 | Annotated[RewardServeOptions, tyro.conf.subcommand("serve")])
+                 | Annotated[RewardServeOptions, tyro.conf.subcommand("serve")]
+                 | Annotated[RewardLambdaOptions, tyro.conf.subcommand("lambda")])
+SUBCOMMANDS = {RewardTestOptions: "test", RewardServeOptions: "serve", RewardLambdaOptions: "lambda"}
 
 
 def main(argv: list[str]) -> int:
     args = tyro.cli(RewardOptions, args=argv, prog="rft-jax reward", description=__doc__,
                     config=(tyro.conf.PositionalMetavarFromFieldName,))
-    name = "test" if isinstance(args, RewardTestOptions) else "serve"
+    name = SUBCOMMANDS[type(args)]
     from rft_jax.data.problems import DatasetError  # noqa: PLC0415
     from rft_jax.rewards.scorer import build_reward  # noqa: PLC0415
 
@@ -67,7 +81,23 @@ def main(argv: list[str]) -> int:
         report = run_reward_test(scorer, examples, bad_file=args.bad)
         print(format_report(report))
         return 0 if report.ok() else 1
+    if isinstance(args, RewardLambdaOptions):
+        return cmd_lambda(args)
     return cmd_serve(args, scorer)
+
+
+def cmd_lambda(args: RewardLambdaOptions) -> int:
+    from rft_jax.rewards.remote.lambda_handler import write_handler  # noqa: PLC0415
+
+    try:
+        write_handler(args.reward, args.out)
+    except OSError as err:
+        print(f"rft-jax reward lambda: {err}", file=sys.stderr)
+        return 2
+    module = os.path.splitext(os.path.basename(args.out))[0]
+    print(f"wrote {args.out}: set the Lambda's handler to {module}.lambda_handler and package it with the "
+          "rft_jax package (see the file's docstring)")
+    return 0
 
 
 def cmd_serve(args: RewardServeOptions, scorer) -> int:
