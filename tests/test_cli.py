@@ -14,7 +14,7 @@ from rft_jax.cli.train import split_config_arg
 # Each command's --help must document these (the flags README.md, docs/ and tests use).
 HELP_MENTIONS = {
     ("train",): ["--config", "--model.name", "--batch-size", "--init-from", "--resume", "--mesh.fsdp",
-                 "--sampling.temperature", "--distributed.coordinator-address"],
+                 "--sampling.temperature", "--distributed.coordinator-address", "--epochCount"],
     ("sft",): ["--data", "--model", "--mode", "--rank", "--alpha", "--steps", "--batch-size", "--lr", "--seed",
                "--out"],
     ("data",): ["validate", "split", "convert", "generate"],
@@ -22,7 +22,7 @@ HELP_MENTIONS = {
     ("data", "split"): ["FILE", "--out-dir", "--fractions", "--seed", "--stratify-by"],
     ("data", "convert"): ["LOGS", "--out", "--response-as-reference"],
     ("data", "generate"): ["TASK", "arithmetic", "--n", "--seed", "--out", "--levels", "--system", "--instruction"],
-    ("reward",): ["test", "serve"],
+    ("reward",): ["test", "serve", "lambda"],
     ("reward", "test"): ["--data", "--reward", "--bad", "--limit"],
     ("reward", "serve"): ["REWARD", "--host", "--port", "--token-env"],
     ("baseline",): ["--model", "--data", "--reward", "--samples", "--limit", "--max-new-tokens", "--temperature",
@@ -34,6 +34,8 @@ HELP_MENTIONS = {
                     "--top-k", "--max-new-tokens", "--batch-size", "--seed", "--stop"],
     ("serve",): ["--model", "--adapter", "--served-name", "--host", "--port", "--token-env", "--slots",
                  "--max-context"],
+    ("migrate",): ["openai-job"],
+    ("migrate", "openai-job"): ["JOB", "--model", "--train-file", "--val-file", "--grader-out"],
 }
 
 

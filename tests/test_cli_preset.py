@@ -22,3 +22,14 @@ def test_unknown_or_missing_preset_exits_2_before_training(capsys):
     assert "preset 'nope' not in" in capsys.readouterr().err
     assert train_cli.main(["--preset"]) == 2
     assert "--preset needs a value" in capsys.readouterr().err
+
+
+def test_dapo_overlong_buffer_follows_the_response_budget_given_on_the_command_line():
+    """The preset's buffer (20% of the budget, as DAPO's 4096 of 20480) is sized to --sampling.max-new-tokens, even
+    though the preset is applied before the other flags are parsed."""
+    cfg = train_cli.build_config(TrainConfig(), ["--preset", "dapo", "--sampling.max-new-tokens", "400"])
+    assert cfg.sampling.max_new_tokens == 400
+    assert cfg.advantage.overlong_buffer_len == apply_preset("dapo", 400)[0].overlong_buffer_len == 80
+    explicit = train_cli.build_config(TrainConfig(), ["--preset", "dapo", "--sampling.max-new-tokens", "400",
+                                            "--advantage.overlong-buffer-len", "10"])
+    assert explicit.advantage.overlong_buffer_len == 10

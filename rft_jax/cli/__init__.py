@@ -16,12 +16,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("rft_jax.cli.train", "GRPO reinforcement fine-tuning from an experiment config"),
     "sft": ("rft_jax.cli.sft", "supervised fine-tuning on assistant turns (warm start)"),
     "data": ("rft_jax.cli.data", "validate / split / convert / generate RFT JSONL datasets"),
-    "reward": ("rft_jax.cli.reward", "test a reward on a dataset, or serve one over HTTP"),
+    "reward": ("rft_jax.cli.reward", "test a reward on a dataset, serve it over HTTP, or write it as an AWS Lambda"),
     "baseline": ("rft_jax.cli.baseline", "measure the base model before training"),
     "eval": ("rft_jax.cli.eval", "evaluate a model or checkpoint on a dataset"),
     "report": ("rft_jax.cli.report", "HTML report of a training run"),
     "generate": ("rft_jax.cli.generate", "sample completions from a model for chat prompts"),
     "serve": ("rft_jax.cli.serve", "OpenAI-compatible HTTP server for a model"),
+    "migrate": ("rft_jax.cli.migrate", "an OpenAI RFT job as an `rft-jax train` command (grader kept)"),
 }
 
 

@@ -4,7 +4,9 @@ The experiment file defines `CONFIG` (a TrainConfig); without --config the
 defaults of TrainConfig are the starting point. `--preset` then sets a paper's
 advantage and loss settings (rft_jax/grpo/presets.py: grpo, dapo, dr_grpo,
 gspo, cispo, sapo, rloo), and every field can still be overridden on the
-command line (tyro); `--help` documents all of them.
+command line (tyro); `--help` documents all of them. Amazon Bedrock's RFT hyperparameter names work too
+where they mean the same thing (--epochCount, --learningRate, --maxPromptLength, --inferenceMaxTokens,
+--trainingSamplePerPrompt, --evalInterval; rft_jax/cli/bedrock_names.py, docs/migration.md).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import tyro
 
+from rft_jax.cli import bedrock_names
 from rft_jax.grpo.presets import PRESETS, apply_preset
 from rft_jax.train.config import TrainConfig
 
@@ -74,15 +77,25 @@ def main(argv: list[str]) -> int:
     return cli_with_default(default, argv)
 
 
+def build_config(default: TrainConfig, argv: list[str], description: str | None = None) -> TrainConfig:
+    """The run's config, without training: Bedrock's names translated, --preset applied to `default`, then
+    every other flag (tyro exits on --help or a bad flag; ValueError for a refused name or a bad preset)."""
+    argv = bedrock_names.translate(argv)
+    preset, argv = split_flag(argv, "--preset", "|".join(sorted(PRESETS)))
+    if preset:  # sized to the response budget the flags set (DAPO's overlong buffer), not the default's
+        budget = cli(default, argv, description).sampling.max_new_tokens
+        sampling = dataclasses.replace(default.sampling, max_new_tokens=budget)
+        default = with_preset(dataclasses.replace(default, sampling=sampling), preset)
+    return cli(default, argv, description)
+
+
 def cli_with_default(default: TrainConfig, argv: list[str], description: str | None = None) -> int:
-    """Applies --preset, parses overrides of `default`, trains, prints the before/after table."""
+    """Builds the config from `default` and the command line, trains, prints the before/after table."""
     try:
-        preset, argv = split_flag(argv, "--preset", "|".join(sorted(PRESETS)))
-        default = with_preset(default, preset) if preset else default
+        cfg = build_config(default, argv, description)
     except ValueError as err:
         print(f"rft-jax train: {err}", file=sys.stderr)
         return 2
-    cfg = cli(default, argv, description)
     from rft_jax.train.loop import run  # noqa: PLC0415 (keeps --help fast)
     from rft_jax.train.report_table import print_before_after  # noqa: PLC0415
 

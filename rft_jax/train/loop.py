@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from rft_jax.checkpoint.store import RunCheckpoints
+from rft_jax.data.example import message_text
 from rft_jax.monitoring import MetricsWriter, plot_training_curves
 from rft_jax.parallel import initialize_distributed, is_primary, make_mesh, to_host
 from rft_jax.rollout.engine import prompt_ids
@@ -134,7 +135,7 @@ def logging_hooks(cfg: TrainConfig, writer: MetricsWriter) -> list[Hook]:
         ctx.metrics.update(writer.check_alarms(ctx.step, ctx.metrics))
 
     def log_rollouts(ctx: StepContext) -> None:
-        writer.write_rollouts(ctx.step, [{"prompt": group[0].example.prompt_messages[-1]["content"],
+        writer.write_rollouts(ctx.step, [{"prompt": message_text(group[0].example.prompt_messages[-1]),
                                           "completion": group[0].text, "reward": group[0].reward,
                                           "components": group[0].components}
                                          for group in ctx.rollouts.groups[:4]])

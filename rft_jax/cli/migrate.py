@@ -1,0 +1,144 @@
+"""`rft-jax migrate openai-job JOB.json`: an OpenAI reinforcement fine-tuning job as an `rft-jax train` command.
+
+Reads the job as JSON (the body sent to POST /v1/fine_tuning/jobs, or the fine_tuning.job object the API
+returns), writes its grader unchanged to a reward file, and prints a shell script: notes on what does not
+carry over, as comments, then the command. docs/migration.md explains each mapping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import sys
+from typing import Any
+
+import tyro
+
+AUTO = "auto"
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenAIJobOptions:
+    """Print the `rft-jax train` command for an OpenAI RFT job; write its grader, unchanged, to a reward file."""
+
+    job: tyro.conf.Positional[str]
+    """The job JSON file: a create-job request body or a fine_tuning.job object (method.type "reinforcement")."""
+    model: str = "smollm2-135m-instruct"
+    """The local base model to train instead of OpenAI's: a registry key, Hugging Face folder or .gguf file."""
+    train_file: str | None = None
+    """Your local copy of the job's training_file (default: FILE_ID.jsonl, the name the notes download it to)."""
+    val_file: str | None = None
+    """Your local copy of the job's validation_file (default: FILE_ID.jsonl)."""
+    grader_out: str = "grader.json"
+    """Where to write the job's grader (the command's --reward)."""
+
+
+@dataclasses.dataclass
+class Migration:
+    """The `rft-jax train` flags for a job, and the notes on what does not map one to one."""
+
+    flags: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def script(self, header: str) -> str:
+        lines = [f"# {header}"] + [f"# - {note}" for note in self.notes]
+        args = [f"    {flag} {shlex.quote(value)}" for flag, value in self.flags]
+        return "\n".join(lines + ["rft-jax train \\", " \\\n".join(args)]) + "\n"
+
+
+def reinforcement_method(job: dict) -> dict:
+    method = job.get("method")
+    if not isinstance(method, dict) or method.get("type") != "reinforcement":
+        kind = method.get("type") if isinstance(method, dict) else None
+        hint = " (`rft-jax sft` does supervised fine-tuning)" if kind == "supervised" else ""
+        raise ValueError(f"not a reinforcement fine-tuning job: method.type is {kind!r}, expected 'reinforcement'{hint}")
+    reinforcement = method.get("reinforcement")
+    if not isinstance(reinforcement, dict) or not isinstance(reinforcement.get("grader"), dict):
+        raise ValueError("the job has no method.reinforcement.grader object")
+    return reinforcement
+
+
+def file_flag(migration: Migration, flag: str, file_id: Any, local: str | None, what: str) -> None:
+    if local:
+        migration.flags.append((flag, local))
+    elif file_id:
+        migration.flags.append((flag, f"{file_id}.jsonl"))
+        migration.notes.append(
+            f"{what} is OpenAI file {file_id}: download it first (curl -sS "
+            f"https://api.openai.com/v1/files/{file_id}/content -H \"Authorization: Bearer $OPENAI_API_KEY\" "
+            f"-o {file_id}.jsonl), or name your copy with --{flag.split('.')[-1]} when migrating")
+
+
+def migrate_openai_job(job: dict, *, model: str, grader_path: str, train_file: str | None = None,
+                       val_file: str | None = None, default_lr: float) -> tuple[Migration, dict]:
+    """(the flags and notes, the grader to write to `grader_path`); ValueError if it is not an RFT job."""
+    reinforcement = reinforcement_method(job)
+    hyper = reinforcement.get("hyperparameters") or job.get("hyperparameters") or {}
+    given = {k: v for k, v in hyper.items() if v is not None and v != AUTO}
+    out = Migration()
+    out.notes.append(f"model: OpenAI's {job.get('model', 'model')} cannot be trained outside OpenAI; this trains the "
+                     f"local base model {model} (choose another with --model)")
+    out.flags.append(("--model.name", model))
+    file_flag(out, "--data.train-file", job.get("training_file"), train_file, "training_file")
+    file_flag(out, "--data.val-file", job.get("validation_file"), val_file, "validation_file")
+    out.flags.append(("--reward", grader_path))
+    for key, flag in (("n_epochs", "--epochs"), ("batch_size", "--batch-size")):
+        if key in given:
+            out.flags.append((flag, str(given[key])))
+    multiplier = given.get("learning_rate_multiplier")
+    out.flags.append(("--optimizer.learning-rate", repr(default_lr)))
+    out.notes.append(
+        f"learning rate: rft_jax's default {default_lr!r} (LoRA)"
+        + (f"; learning_rate_multiplier={multiplier} scales a base rate OpenAI does not publish, so it has no "
+           "absolute equivalent: tune --optimizer.learning-rate on the validation reward" if multiplier else ""))
+    if "eval_interval" in given:
+        out.flags.append(("--evaluation.interval", str(given["eval_interval"])))
+    if "seed" in job and job["seed"] is not None:
+        out.flags.append(("--seed", str(job["seed"])))
+    if job.get("suffix"):
+        out.flags.append(("--out-dir", f"runs/{job['suffix']}"))
+    if "eval_samples" in given:
+        out.notes.append(f"eval_samples={given['eval_samples']}: rft_jax validates with one greedy answer per "
+                         "prompt; for several samples per prompt (pass@k) run `rft-jax eval --samples K` afterwards")
+    if "compute_multiplier" in given:
+        out.notes.append(f"compute_multiplier={given['compute_multiplier']}: no equivalent; the nearest knob is "
+                         "--sampling.samples-per-prompt (more responses per prompt explore more)")
+    if "reasoning_effort" in given:
+        out.notes.append(f"reasoning_effort={given['reasoning_effort']}: rft_jax has no reasoning mode yet; the "
+                         "policy answers directly (give it room with --sampling.max-new-tokens)")
+    skipped = sorted(k for k, v in hyper.items() if v == AUTO)
+    if skipped:
+        out.notes.append(f"{', '.join(skipped)}: 'auto', so rft_jax's defaults apply")
+    return out, reinforcement["grader"]
+
+
+def cmd_openai_job(args: OpenAIJobOptions) -> int:
+    from rft_jax.rewards.spec import parse_spec  # noqa: PLC0415
+    from rft_jax.train.config import TrainConfig  # noqa: PLC0415 (JAX: only for the defaults)
+
+    with open(args.job, encoding="utf-8") as f:
+        job = json.load(f)
+    if not isinstance(job, dict):
+        raise ValueError(f"{args.job}: a fine-tuning job is a JSON object, got {type(job).__name__}")
+    migration, grader = migrate_openai_job(job, model=args.model, grader_path=args.grader_out,
+                                           train_file=args.train_file, val_file=args.val_file,
+                                           default_lr=TrainConfig().optimizer.learning_rate)
+    parse_spec(grader)  # the grader is checked before it is written: an unsupported one fails here
+    with open(args.grader_out, "w", encoding="utf-8") as f:
+        json.dump(grader, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    name = job.get("id") or args.job
+    print(migration.script(f"rft-jax equivalent of OpenAI fine-tuning job {name}; its grader, unchanged, "
+                           f"is in {args.grader_out}"), end="")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    args = tyro.extras.subcommand_cli_from_dict({"openai-job": OpenAIJobOptions}, args=argv, prog="rft-jax migrate",
+                                                description=__doc__, config=(tyro.conf.PositionalMetavarFromFieldName,))
+    try:
+        return cmd_openai_job(args)
+    except (OSError, ValueError) as err:  # json.JSONDecodeError is a ValueError
+        print(f"rft-jax migrate openai-job: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,191 @@
+"""Coming from Bedrock or OpenAI RFT: Bedrock's hyperparameter names on `rft-jax train`, `rft-jax migrate
+openai-job`, and every command of docs/migration.md run as written (train commands parsed, not run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import tyro
+
+from rft_jax.cli import bedrock_names, migrate
+from rft_jax.cli.reward import RewardServeOptions
+from rft_jax.cli.train import build_config, load_experiment, split_config_arg
+from rft_jax.cli.train import main as train_main
+from rft_jax.data import Example
+from rft_jax.rewards import build_reward
+from rft_jax.train.config import TrainConfig
+
+REPO = Path(__file__).resolve().parent.parent
+GUIDE = REPO / "docs" / "migration.md"
+EXAMPLES = REPO / "docs" / "migration_examples"
+ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def parse_train(argv: list[str]) -> TrainConfig:
+    """What `rft-jax train ARGV` would train, without training."""
+    path, argv = split_config_arg(argv)
+    return build_config(load_experiment(path) if path else TrainConfig(), argv)
+
+
+# ---- Bedrock's names on `rft-jax train` -------------------------------------------------------------------------
+
+def test_bedrock_names_become_rft_jax_flags_in_both_spellings():
+    argv = ["--epochCount", "3", "--learningRate=2e-5", "--seed", "1", "--evalInterval=4"]
+    assert bedrock_names.translate(argv) == ["--epochs", "3", "--optimizer.learning-rate=2e-5", "--seed", "1",
+                                             "--evaluation.interval=4"]
+    assert bedrock_names.translate(["--reward", "--epochCountish"]) == ["--reward", "--epochCountish"]
+
+
+def test_bedrock_names_set_the_same_config_fields():
+    cfg = parse_train(["--epochCount", "3", "--learningRate=2e-5", "--maxPromptLength", "512",
+                       "--inferenceMaxTokens=1024", "--trainingSamplePerPrompt", "4", "--evalInterval", "10",
+                       "--preset", "dapo", "--batch-size", "16"])
+    assert (cfg.epochs, cfg.optimizer.learning_rate, cfg.data.max_prompt_tokens) == (3, 2e-5, 512)
+    assert (cfg.sampling.max_new_tokens, cfg.sampling.samples_per_prompt, cfg.evaluation.interval) == (1024, 4, 10)
+    assert cfg.batch_size == 16 and cfg.dynamic_sampling.enabled  # the preset still applies
+    assert set(bedrock_names.ALIASES) | set(bedrock_names.REFUSED) == {
+        "epochCount", "batchSize", "learningRate", "maxPromptLength", "inferenceMaxTokens",
+        "trainingSamplePerPrompt", "reasoningEffort", "evalInterval"}  # RFTHyperParameters, every member
+
+
+@pytest.mark.parametrize("arg, says", [(["--reasoningEffort", "high"], "no reasoning mode"),
+                                       (["--reasoningEffort=low"], "no reasoning mode"),
+                                       (["--batchSize", "128"], "--batch-size N/G")])
+def test_names_without_an_equivalent_are_refused_before_training(arg, says, capsys):
+    assert train_main(arg) == 2
+    err = capsys.readouterr().err
+    assert says in err and "docs/migration.md" in err
+
+
+def test_an_alias_value_rft_jax_cannot_take_fails_like_its_own_flag():
+    with pytest.raises(SystemExit) as exit_:
+        parse_train(["--inferenceMaxTokens", "8192"])  # the sampler's cache holds 4096
+    assert exit_.value.code == 2
+
+
+# ---- `rft-jax migrate openai-job` ---------------------------------------------------------------------------------
+
+def openai_job() -> dict:
+    return json.loads((EXAMPLES / "openai_job.json").read_text(encoding="utf-8"))
+
+
+def test_openai_job_maps_each_field_and_notes_the_rest():
+    job = openai_job()
+    migration, grader = migrate.migrate_openai_job(job, model="m", grader_path="g.json", default_lr=1e-4)
+    flags = dict(migration.flags)
+    assert grader == job["method"]["reinforcement"]["grader"]
+    assert flags == {"--model.name": "m", "--data.train-file": "file-TrainAbc123.jsonl",
+                     "--data.val-file": "file-ValDef456.jsonl", "--reward": "g.json", "--epochs": "2",
+                     "--batch-size": "8", "--optimizer.learning-rate": "0.0001", "--evaluation.interval": "5",
+                     "--seed": "42", "--out-dir": "runs/word-problems"}
+    notes = "\n".join(migration.notes)
+    for said in ("o4-mini-2025-04-16", "/v1/files/file-TrainAbc123/content", "learning_rate_multiplier=1.5",
+                 "eval_samples=3", "reasoning_effort=medium", "compute_multiplier: 'auto'"):
+        assert said in notes
+
+
+def test_openai_job_reads_the_deprecated_top_level_hyperparameters():
+    job = openai_job()
+    job["method"]["reinforcement"].pop("hyperparameters")
+    job["hyperparameters"] = {"n_epochs": 5, "batch_size": "auto"}
+    migration, _ = migrate.migrate_openai_job(job, model="m", grader_path="g", train_file="t.jsonl", default_lr=1e-4)
+    flags = dict(migration.flags)
+    assert flags["--epochs"] == "5" and "--batch-size" not in flags and flags["--data.train-file"] == "t.jsonl"
+
+
+def test_migrate_writes_the_grader_and_prints_a_command_that_parses(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert migrate.main(["openai-job", str(EXAMPLES / "openai_job.json"), "--grader-out", "grader.json"]) == 0
+    assert json.loads(Path("grader.json").read_text()) == openai_job()["method"]["reinforcement"]["grader"]
+    cfg = parse_train(script_command(capsys.readouterr().out))
+    assert (cfg.epochs, cfg.batch_size, cfg.seed, cfg.evaluation.interval) == (2, 8, 42, 5)
+    assert cfg.optimizer.learning_rate == TrainConfig().optimizer.learning_rate  # the default, spelt out
+    assert cfg.reward.name == "openai_grader" and cfg.data.val_file == "file-ValDef456.jsonl"
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda job: job["method"].update(type="supervised"), "rft-jax sft"),
+    (lambda job: job["method"]["reinforcement"]["grader"].update(type="label_model"), "score_model"),
+])
+def test_migrate_refuses_what_it_cannot_carry_over(change, says, tmp_path, monkeypatch, capsys):
+    job = openai_job()
+    change(job)
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    monkeypatch.chdir(tmp_path)
+    assert migrate.main(["openai-job", "job.json"]) == 2
+    assert says in capsys.readouterr().err and not (tmp_path / "grader.json").exists()
+
+
+def script_command(script: str) -> list[str]:
+    """The `rft-jax train` arguments of a printed script (comments dropped, continuations joined)."""
+    command = " ".join(line.rstrip("\\") for line in script.splitlines() if line and not line.startswith("#"))
+    words = shlex.split(command)
+    assert words[:2] == ["rft-jax", "train"], words
+    return words[2:]
+
+
+# ---- the rollout log shows text-part prompts as text --------------------------------------------------------------
+
+def test_rollout_log_writes_the_prompt_text_of_text_parts():
+    from rft_jax.train.loop import logging_hooks  # noqa: PLC0415 (imports the trainer)
+
+    written = []
+    writer = types.SimpleNamespace(write_rollouts=lambda step, records: written.append(records))
+    hook = next(h for h in logging_hooks(TrainConfig(), writer) if h.name == "rollout_log")
+    example = Example(id="e", messages=[{"role": "user", "content": [{"type": "text", "text": "What is "},
+                                                                      {"type": "text", "text": "6 x 7?"}]}])
+    sample = types.SimpleNamespace(example=example, text="42", reward=1.0, components={})
+    hook.fn(types.SimpleNamespace(step=5, rollouts=types.SimpleNamespace(groups=[[sample]])))
+    assert written[0][0]["prompt"] == "What is 6 x 7?"
+
+
+# ---- docs/migration.md, command by command ----------------------------------------------------------------------
+
+def guide_commands(text: str) -> list[str]:
+    """Every command of the guide's ```bash blocks, continuation lines joined, comments dropped."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        commands += [line.strip() for line in block.replace("\\\n", " ").splitlines()
+                     if line.strip() and not line.strip().startswith("#")]
+    return commands
+
+
+def test_every_command_of_the_migration_guide_runs_as_written(tmp_path, monkeypatch):
+    text = GUIDE.read_text(encoding="utf-8")
+    shutil.copytree(EXAMPLES, tmp_path / "docs" / "migration_examples")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path / "docs" / "migration_examples"))  # PYTHONPATH, for parsed lines
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    ran, parsed = [], []
+    for command in guide_commands(text):
+        words = shlex.split(command)
+        words = words[next(i for i, w in enumerate(words) if not ENV_ASSIGNMENT.match(w)):]
+        assert words[0] == "rft-jax", f"the guide's bash blocks hold rft-jax commands only: {command}"
+        if words[1] == "train":  # parsed, never trained
+            parsed.append(parse_train(words[2:]))
+        elif words[1:3] == ["reward", "serve"]:  # a server: parse it and build its reward
+            options = tyro.cli(RewardServeOptions, args=words[3:])
+            parsed.append(build_reward(options.reward))
+        else:
+            done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
+                                  timeout=120)
+            assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
+            ran.append((words[1:3], done.stdout))
+    assert len(ran) >= 7 and len(parsed) >= 4, (ran, parsed)
+    assert len(Path("prompts.jsonl").read_text().splitlines()) == 2  # the Nova calls of team tutoring
+    assert "def lambda_handler(event, context)" in Path("lambda_function.py").read_text()
+    # The migrate output the guide shows is what the command prints, and its command parses.
+    printed = next(out for words, out in ran if words == ["migrate", "openai-job"])
+    shown = re.search(r"\nprints\n\n```text\n(.*?)```", text, re.S).group(1)
+    assert printed == shown
+    cfg = parse_train(script_command(printed))
+    assert cfg.reward.name == "openai_grader" and cfg.data.train_file == "docs/migration_examples/train.jsonl"
