@@ -134,14 +134,33 @@ def test_evaluation_renders_text_parts_and_records_the_prompt_text(tiny_model, t
     assert result.metrics["r/mean"] == 1.0 and result.samples[0]["error"] is None
 
 
+class RecordingTokenizer:
+    """The tokenizer, recording each prompt it renders as text: what the model was shown."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer, self.rendered = tokenizer, []
+
+    def apply_chat_template(self, messages, **kwargs):
+        ids = self.tokenizer.apply_chat_template(messages, **kwargs)
+        self.rendered.append(self.tokenizer.decode(ids, skip_special_tokens=False))
+        return ids
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
 def test_judge_renders_text_parts(tiny_model, tokenizer):
     from rft_jax.model import load_model
 
     cfg, params = load_model(tiny_model)
-    judge = LocalBackend("tiny", max_tokens=2, loaded=(cfg, params, tokenizer))
-    [replies] = judge.complete([[user_parts(QUESTION)]], n=1)
+    recording = RecordingTokenizer(tokenizer)
+    judge = LocalBackend("tiny", max_tokens=2, loaded=(cfg, params, recording))
+    developer = {"role": "developer", "content": parts("Grade ", "strictly.")}
+    [replies] = judge.complete([[developer, user_parts(QUESTION)]], n=1)
     assert not isinstance(replies, Exception), replies
     assert len(replies) == 1
+    [rendered] = recording.rendered
+    assert f"<|im_start|>system\nGrade strictly.<|im_end|>\n<|im_start|>user\n{QUESTION}<|im_end|>" in rendered
 
 
 def test_rewards_read_text_parts_as_a_string():
@@ -157,9 +176,57 @@ def test_rewards_read_text_parts_as_a_string():
 def test_serving_flattens_with_the_shared_function():
     messages = [{"role": "developer", "content": parts("be ", "brief")}, user_parts(QUESTION)]
     req = parse_chat_request({"model": "m", "messages": messages}, "m")
-    expected = example_module.flatten_messages(messages)
-    expected[0]["role"] = "system"
-    assert req.messages == expected
+    assert req.messages == example_module.flatten_messages(messages)
+    assert req.messages[0] == {"role": "system", "content": "be brief"}
+
+
+# --- OpenAI RFT rows (developer turns) and Bedrock/Nova text blocks validate as they come ------------------------
+
+OPENAI_RFT_ROW = {  # the shape of a row of OpenAI's RFT guide: a developer instruction, the user's question
+    "messages": [
+        {"role": "developer", "content": "You are a chemistry tutor. Give the number of hydrogen-bond donors "
+                                         "and acceptors as JSON."},
+        {"role": "user", "content": "CC(=O)OC1=CC=CC=C1C(=O)O"}],
+    "reference_answer": {"donor_bond_counts": 1, "acceptor_bond_counts": 4},
+    "compound": "aspirin"}
+
+
+def test_an_openai_rft_row_with_a_developer_turn_validates_and_renders_it_as_the_system_turn(tokenizer):
+    result = validate_lines([json.dumps(OPENAI_RFT_ROW)], tokenizer=tokenizer, max_prompt_tokens=256,
+                            require_reference=True)
+    assert result.problems == []
+    [example] = result.examples
+    assert example.reference_answer == {"donor_bond_counts": 1, "acceptor_bond_counts": 4}
+    assert example.metadata == {"compound": "aspirin"}
+    rendered = tokenizer.decode(prompt_ids(tokenizer, [example])[0], skip_special_tokens=False)
+    developer = OPENAI_RFT_ROW["messages"][0]["content"]
+    assert f"<|im_start|>system\n{developer}<|im_end|>" in rendered
+    assert "developer" not in rendered
+
+
+def test_a_developer_turn_is_held_to_the_system_turns_rules():
+    late = {"messages": [{"role": "user", "content": "q"}, {"role": "developer", "content": "late"}]}
+    found = [(p.field, p.problem) for p in validate_lines([json.dumps(late)]).problems]
+    assert found == [("messages[1].role", "system message after the first turn")]
+    unknown = validate_lines([record(1, "q").replace('"user"', '"wizard"')]).problems
+    assert "developer" in unknown[0].fix  # the error lists the accepted roles
+
+
+@pytest.mark.parametrize("content", [
+    [{"text": "What is "}, {"text": "17 + 25?"}],  # Bedrock Converse / Nova
+    [{"type": "input_text", "text": "What is "}, {"type": "text", "text": "17 + 25?"}],  # Responses API
+])
+def test_text_blocks_that_flattening_reads_also_validate(content, tokenizer):
+    result = validate_lines([record(1, content)], tokenizer=tokenizer, max_prompt_tokens=64)
+    assert result.problems == []
+    assert example_module.flatten_messages(result.examples[0].messages)[0]["content"] == QUESTION
+
+
+def test_parts_that_flattening_would_drop_are_refused():
+    image = {"type": "image_url", "image_url": {"url": "https://x/cat.png"}}
+    [problem] = validate_lines([record(1, [{"type": "text", "text": "What is this?"}, image])]).problems
+    assert (problem.field, problem.severity) == ("messages[0].content[1]", "error")
+    assert "'image_url' part" in problem.problem
 
 
 # --- evaluation sets may repeat a prompt; training sets may not ----------------------------------------------------

@@ -133,11 +133,29 @@ def test_python_grader_from_the_guide_and_one_reading_sample_and_item():
     ("def grade(sample, item):\n    return 'high'", "returned 'high', not a finite float"),
     ("def grade(sample, item):\n    return float('nan')", "not a finite float"),
     ("def grade(sample, item):\n    raise KeyError('reference_answer')", "grade raised KeyError"),
-    ("from rapidfuzz import fuzz\n\ndef grade(sample, item):\n    return 1.0", "ModuleNotFoundError"),
 ])
 def test_python_grader_that_does_not_return_a_number_grades_zero_with_the_reason(source, error):
     result = score({"type": "python", "name": "p", "source": source}, row("x"), "y")
     assert result.score == 0.0 and error in result.error
+
+
+def test_python_grader_importing_a_missing_module_says_so_and_how_to_fix_it():
+    source = "import rft_jax_no_such_module\n\ndef grade(sample, item):\n    return 1.0"
+    result = score({"type": "python", "name": "p", "source": source}, row("x"), "y")
+    assert result.score == 0.0
+    assert "loading the grader's source raised ModuleNotFoundError: No module named 'rft_jax_no_such_module'" \
+        in result.error
+    assert "install the module here, or use the standard library" in result.error
+
+
+def test_python_grader_using_only_the_standard_library_scores():
+    source = ("import re\nfrom fractions import Fraction\n\ndef grade(sample, item):\n"
+              "    numbers = re.findall(r'-?\\d+(?:/\\d+)?', sample['output_text'])\n"
+              "    if not numbers:\n        return 0.0\n"
+              "    return 1.0 if Fraction(numbers[-1]) == Fraction(item['reference_answer']) else 0.5\n")
+    scorer = build_reward({"type": "python", "name": "fraction", "source": source})
+    results = scorer.score_batch([row("3/4")] * 3, ["so it is 6/8", "so it is 2/3", "no idea"])
+    assert [(r.score, r.error) for r in results] == [(1.0, None), (0.5, None), (0.0, None)]
 
 
 def test_python_grader_source_is_checked_without_running_it():
@@ -228,6 +246,29 @@ def test_score_model_clamps_to_range_and_maps_the_developer_role(grader_model):
     assert result.score == 5.0 and result.error is None
     assert FakeGraderModel.requests[-1]["messages"][0]["role"] == "system"
     assert "a number from -1 to 5" in FakeGraderModel.requests[-1]["messages"][-1]["content"]
+
+
+def test_score_model_input_as_a_list_of_plain_strings_grades_as_its_check_promised(grader_model):
+    # OpenAI's GraderInputs: content may be a list of strings and text parts. The check used to accept such
+    # a list while the run indexed each string as a part (TypeError on every sample).
+    FakeGraderModel.requests.clear()
+    grader = guide_score_model(base_url=grader_model)
+    grader["input"][1]["content"] = ["Reference: {{ item.reference_answer }}. ",
+                                     {"type": "input_text", "text": "Model answer: {{ sample.output_text }}"}]
+    result = score(grader, row("Madrid"), "Madrid")  # a prompt no other test asks: not a cached reply
+    assert (result.score, result.error) == (1.0, None)
+    assert FakeGraderModel.requests[-1]["messages"][1]["content"].startswith("Reference: Madrid. Model answer: Madrid")
+
+
+def test_score_model_input_that_is_not_text_is_refused_when_read():
+    grader = guide_score_model()
+    grader["input"][1]["content"] = [{"type": "input_text", "text": "Is this {{ sample.output_text }}?"},
+                                     {"type": "input_image", "image_url": "https://x/cat.png"}]
+    with pytest.raises(ValueError, match=r"input\[1\] content holds a 'input_image' block, not text; grader input"):
+        build_reward(grader)
+    grader["input"][1]["content"] = None
+    with pytest.raises(ValueError, match=r"input\[1\] has no content; grader input must be text"):
+        build_reward(grader)
 
 
 # ---- multi ----------------------------------------------------------------------------------------------------------

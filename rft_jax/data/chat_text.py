@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 ROLES = ("system", "user", "assistant", "tool")
-ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system turn
+"""The roles of an RFT turn; every reader of messages (validation, conversion, serving, graders) checks these."""
+ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system turn (its RFT rows use it)
+ACCEPTED_ROLES = (*ROLES, *ROLE_ALIASES)
 TEXT_BLOCKS = ("text", "input_text", "output_text")  # chat parts; the Responses API's input and output parts
 IGNORED_BLOCKS = ("cachePoint",)  # Bedrock prompt-cache markers: carry no text
 TOOL_RESULT_BLOCKS = ("toolResult", "tool_result")
@@ -23,8 +25,17 @@ class UnusableRecord(ValueError):
     """A record that cannot become a training example; the message says why, for the skip report."""
 
 
+def role_of(message: dict) -> Any:
+    """The message's role with aliases resolved: "developer" reads as "system"."""
+    role = message.get("role")
+    return ROLE_ALIASES.get(role, role) if isinstance(role, str) else role
+
+
 def block_kind(block: Any) -> str:
-    """'text' for a text part in any of the three shapes, else the block's type or first key."""
+    """'text' for a text part in any of its shapes, else the block's type or first key. A plain string
+    in a content list is text too, as in OpenAI's grader inputs."""
+    if isinstance(block, str):
+        return "text"
     if not isinstance(block, dict):
         return type(block).__name__
     kind = block.get("type") or next(iter(block), "empty")
@@ -33,9 +44,10 @@ def block_kind(block: Any) -> str:
 
 def flatten_content(content: Any, where: str = "content", sep: str = "", *, strict: bool = True) -> str:
     """The text of a message's content, its text blocks joined with `sep` (as a chat template
-    joins a message's text parts). The one place content parts become a string: conversion
-    (`strict`, a non-text block raises UnusableRecord) and, through `example.message_text`,
-    everything that hands messages to a chat template or a reward (non-text blocks skipped)."""
+    joins a message's text parts). The one place content parts become a string: conversion and the
+    OpenAI graders' checks (`strict`, a non-text block raises UnusableRecord) and, through
+    `example.message_text`, everything that hands messages to a chat template, a reward or a judge
+    (non-text blocks skipped; validation refuses them first, with `block_kind`)."""
     if content is None:
         return ""
     if isinstance(content, str):
@@ -49,9 +61,9 @@ def flatten_content(content: Any, where: str = "content", sep: str = "", *, stri
     for block in blocks:
         kind = block_kind(block)
         if kind == "text":
-            texts.append(block["text"])
+            texts.append(block if isinstance(block, str) else block["text"])
         elif strict and kind not in IGNORED_BLOCKS:
-            raise UnusableRecord(f"{where} holds a {kind!r} block; only text prompts convert")
+            raise UnusableRecord(f"{where} holds a {kind!r} block, not text")
     return sep.join(texts)
 
 
@@ -67,7 +79,7 @@ def is_user_turn(message: Any) -> bool:
 def flatten_message(message: Any, where: str) -> dict:
     if not isinstance(message, dict):
         raise UnusableRecord(f"{where} is not a message object")
-    role = ROLE_ALIASES.get(message.get("role"), message.get("role"))
+    role = role_of(message)
     if role not in ROLES:
         raise UnusableRecord(f"{where}: unknown role {message.get('role')!r}")
     turn = {"role": role, "content": flatten_content(message.get("content"), where)}

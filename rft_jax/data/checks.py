@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from rft_jax.data.chat_text import ACCEPTED_ROLES, ROLES, block_kind, role_of
 from rft_jax.data.example import message_text
 from rft_jax.data.problems import Problem
-
-ROLES = ("system", "user", "assistant", "tool")
 
 
 def check_record(record: Any, line: int, *, require_reference: bool) -> list[Problem]:
@@ -41,7 +40,7 @@ def check_messages(messages: Any, line: int) -> list[Problem]:
         problems += check_message(message, i, line)
     if problems:
         return problems
-    return check_role_order([m["role"] for m in messages], messages, line)
+    return check_role_order([role_of(m) for m in messages], messages, line)
 
 
 def check_message(message: Any, index: int, line: int) -> list[Problem]:
@@ -49,15 +48,17 @@ def check_message(message: Any, index: int, line: int) -> list[Problem]:
     if not isinstance(message, dict):
         return [Problem(line, field, "must be an object with role and content",
                         '{"role": "user", "content": "..."}')]
-    role = message.get("role")
+    role = role_of(message)
     if role not in ROLES:
-        return [Problem(line, f"{field}.role", f"unknown role {role!r}", f"use one of {', '.join(ROLES)}")]
+        return [Problem(line, f"{field}.role", f"unknown role {message.get('role')!r}",
+                        f"use one of {', '.join(ACCEPTED_ROLES)}")]
     content = message.get("content")
     if isinstance(content, list):
         for j, part in enumerate(content):
-            if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
+            if block_kind(part) != "text":  # the definition flattening uses, so what validates renders
                 return [Problem(line, f"{field}.content[{j}]",
-                                'content parts must be {"type": "text", "text": str}',
+                                f'a {block_kind(part)!r} part; content parts must be text: {{"type": "text", '
+                                '"text": str} or {"text": str}',
                                 "convert the part to a text part, or use a plain string content")]
     elif content is not None and not isinstance(content, str):
         return [Problem(line, f"{field}.content",

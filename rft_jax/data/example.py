@@ -12,7 +12,7 @@ import hashlib
 import json
 from typing import Any
 
-from rft_jax.data.chat_text import flatten_content
+from rft_jax.data.chat_text import flatten_content, role_of
 
 KNOWN_FIELDS = ("id", "messages", "reference_answer", "tools")
 
@@ -52,13 +52,22 @@ def message_text(message: dict) -> str:
 
 
 def flatten_messages(messages: list[dict]) -> list[dict]:
-    """The messages with every content as one string (text parts joined, none as ""); other keys kept.
+    """The messages with every content as one string (text parts joined, none as "") and OpenAI's
+    "developer" role as "system"; other keys kept.
 
     OpenAI and Bedrock files may give content as a list of text parts. Chat templates
     and rewards expect a string: SmolLM2's template fails on a list, Qwen3's renders
-    it empty. Everything that hands messages to a template or a reward goes through this.
+    it empty. Templates know no "developer" turn (SmolLM2's would render it verbatim).
+    Everything that hands messages to a template, a reward or a judge goes through this.
     """
-    return [{**m, "content": message_text(m)} for m in messages]
+    return [flatten_message(m) for m in messages]
+
+
+def flatten_message(message: dict) -> dict:
+    turn = {**message, "content": message_text(message)}
+    if "role" in message:
+        turn["role"] = role_of(message)
+    return turn
 
 
 def canonical_json(value: Any) -> str:

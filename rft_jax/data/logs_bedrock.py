@@ -19,7 +19,7 @@ import json
 import re
 from typing import Any
 
-from rft_jax.data.chat_text import UnusableRecord, block_kind, flatten_content, prompt_turns
+from rft_jax.data.chat_text import UnusableRecord, flatten_content, prompt_turns
 from rft_jax.data.logged_call import LoggedCall, parse_time
 
 # gpt-oss through InvokeModel puts its reasoning, in these tags, before the answer.
@@ -102,26 +102,19 @@ def tool_schemas(request: dict) -> list[dict]:
     return [tool for tool in tools if tool is not None]
 
 
-def text_of_blocks(blocks: Any) -> str | None:
-    """The text blocks of a response, ignoring tool calls and reasoning; None when there is no text."""
-    if isinstance(blocks, str):
-        return blocks
-    texts = [b["text"] for b in blocks if block_kind(b) == "text"] if isinstance(blocks, list) else []
-    return "".join(texts) if texts else None
-
-
 def response_text(body: Any) -> str | None:
+    """The answer's text blocks joined, ignoring tool calls and reasoning; None when there is no text."""
     if isinstance(body, list):
         return stream_text(body)
     if not isinstance(body, dict):
         return None
     if isinstance(body.get("output"), dict):  # Converse and Nova
-        return text_of_blocks((body["output"].get("message") or {}).get("content"))
+        return flatten_content((body["output"].get("message") or {}).get("content"), strict=False) or None
     if isinstance(body.get("content"), list):  # Anthropic
-        return text_of_blocks(body["content"])
+        return flatten_content(body["content"], strict=False) or None
     if body.get("choices"):  # OpenAI-compatible
-        text = text_of_blocks((body["choices"][0].get("message") or {}).get("content"))
-        return _REASONING.sub("", text) if text is not None else None
+        text = flatten_content((body["choices"][0].get("message") or {}).get("content"), strict=False)
+        return _REASONING.sub("", text) or None
     return None
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rft_jax.data.chat_text import prompt_turns
+from rft_jax.data.chat_text import flatten_content, prompt_turns
 from rft_jax.data.logged_call import LoggedCall, parse_time
 
 
@@ -76,8 +76,7 @@ def response_text(response: Any) -> str | None:
         return response_text(choice.get("message") if isinstance(choice.get("message"), dict) else choice.get("text"))
     content = response.get("content")
     if isinstance(content, list):
-        texts = [part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)]
-        return "".join(texts) if texts else None
+        return flatten_content(content, strict=False) or None  # text parts; refusals and audio are not text
     if isinstance(content, str):
         return content
     return response["output_text"] if isinstance(response.get("output_text"), str) else None

@@ -12,9 +12,9 @@ import time
 import uuid
 from typing import Any
 
+from rft_jax.data.chat_text import ACCEPTED_ROLES, ROLES, role_of
 from rft_jax.data.example import flatten_messages
 
-ROLES = ("system", "developer", "user", "assistant", "tool")
 UNSUPPORTED = ("logprobs", "top_logprobs", "logit_bias", "response_format", "presence_penalty", "frequency_penalty",
                "audio", "prediction")
 MAX_N = 16
@@ -71,14 +71,14 @@ def _messages(value: Any) -> list[dict]:
     if not isinstance(value, list) or not value:
         raise RequestError("'messages' must be a non-empty list", param="messages")
     for i, m in enumerate(value):
-        if not isinstance(m, dict) or m.get("role") not in ROLES:
-            raise RequestError(f"messages[{i}] needs a 'role' among {ROLES}", param=f"messages[{i}].role")
+        if not isinstance(m, dict) or role_of(m) not in ROLES:
+            raise RequestError(f"messages[{i}] needs a 'role' among {', '.join(ACCEPTED_ROLES)}",
+                               param=f"messages[{i}].role")
         content = m.get("content")
         if content is not None and not isinstance(content, (str, list)):
             raise RequestError(f"messages[{i}].content must be a string or a list of text parts",
                                param=f"messages[{i}].content")
-    # Text parts are joined (the chat template expects a string); "developer" is the system turn.
-    return [{**m, "role": "system" if m["role"] == "developer" else m["role"]} for m in flatten_messages(value)]
+    return flatten_messages(value)  # text parts joined (templates expect a string), "developer" as "system"
 
 
 def _stops(value: Any) -> tuple[str, ...]:

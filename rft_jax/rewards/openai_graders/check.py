@@ -10,6 +10,7 @@ import ast
 import numbers
 from typing import Any
 
+from rft_jax.data.chat_text import ACCEPTED_ROLES, UnusableRecord, flatten_content
 from rft_jax.rewards.openai_graders import formula
 from rft_jax.rewards.openai_graders.templating import TemplateError, check_template
 
@@ -27,7 +28,8 @@ SIMILARITY_METRICS = ("fuzzy_match", "bleu", "gleu", "meteor", "rouge_1", "rouge
 COSINE = ("text_similarity evaluation_metric 'cosine' needs an embeddings model (OpenAI embeds with "
           "text-embedding-3-large, in evals only), and rft_jax calls none. For word overlap use 'fuzzy_match', "
           "'rouge_l', 'bleu' or 'meteor'; to grade meaning use a score_model grader (rft_jax's judge reward).")
-ROLES = ("system", "developer", "user", "assistant")
+ROLES = tuple(role for role in ACCEPTED_ROLES if role != "tool")
+"""A grader's input messages (OpenAI's EvalItem roles): the chat roles but tool."""
 SAMPLING_PARAMS = ("seed", "top_p", "temperature", "max_completions_tokens", "max_completion_tokens",
                    "reasoning_effort")
 MAX_SOURCE_BYTES = 256 * 1024
@@ -115,13 +117,7 @@ def check_score_model(grader: dict) -> None:
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in ROLES:
             raise ValueError(f"{label(grader)}: input[{i}] needs a role among {', '.join(ROLES)}")
-        content = message.get("content")
-        parts = content if isinstance(content, list) else [content]
-        for part in parts:
-            text = part.get("text") if isinstance(part, dict) else part
-            if not isinstance(text, str):
-                raise ValueError(f"{label(grader)}: input[{i}] content must be text (a string or text parts)")
-            check_template(text, f"input[{i}] content")
+        check_template(input_text(grader, i, message.get("content")), f"input[{i}] content")
     lo_hi = grader.get("range", [0, 1])
     if (not isinstance(lo_hi, (list, tuple)) or len(lo_hi) != 2 or any(isinstance(x, bool) or not isinstance(x, numbers.Real)
                                                                for x in lo_hi) or lo_hi[0] >= lo_hi[1]):
@@ -132,6 +128,18 @@ def check_score_model(grader: dict) -> None:
     if unknown:
         raise ValueError(f"{label(grader)}: unknown sampling_params {sorted(unknown)}; known: "
                          f"{', '.join(SAMPLING_PARAMS)}")
+
+
+def input_text(grader: dict, i: int, content: Any) -> str:
+    """The text of input[i], read as score_model's run reads it (flatten_content: a string, or text parts
+    such as {"type": "input_text", "text": ...} or plain strings); images and audio are refused."""
+    try:
+        if content is None:
+            raise UnusableRecord(f"input[{i}] has no content")
+        return flatten_content(content, f"input[{i}] content")
+    except UnusableRecord as err:
+        raise ValueError(f"{label(grader)}: {err}; grader input must be text: a string or a list of text "
+                         "parts") from None
 
 
 def check_multi(grader: dict) -> None:

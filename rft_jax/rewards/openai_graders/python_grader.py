@@ -24,6 +24,8 @@ MAX_WORKERS = 4
 HARNESS = r'''
 import json, math, numbers, sys
 nonce = sys.argv[1]
+MISSING_MODULE = (" (the grader runs on this environment's Python, not OpenAI's image: install the module "
+                  "here, or use the standard library)")
 
 def report(payload):
     print(f"@@{nonce} " + json.dumps(payload), flush=True)
@@ -31,12 +33,15 @@ def report(payload):
 with open("_io.json") as f:
     data = json.load(f)
 namespace = {"__name__": "grader"}
+stage = "loading the grader's source"
 try:
     with open("grader.py") as f:
         exec(compile(f.read(), "grader.py", "exec"), namespace)
+    stage = "grade"
     value = namespace["grade"](data["sample"], data["item"])
 except BaseException as err:
-    report({"error": f"grade raised {type(err).__name__}: {err}"[:300]})
+    hint = MISSING_MODULE if isinstance(err, ImportError) else ""
+    report({"error": f"{stage} raised {type(err).__name__}: {err}"[:300] + hint})
     sys.exit(0)
 if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
     report({"error": f"grade returned {repr(value)[:100]}, not a finite float"})

@@ -11,7 +11,8 @@ How the grader's keys map onto the judge reward's settings (rewards/judge/reward
     sampling_params.seed                     -> seed
     sampling_params.top_p, reasoning_effort  -> accepted, not sent: the judge backends have no such setting
     range, pass_threshold                    -> clamping here, and the `passed` metric
-A "developer" message is sent as "system" (what OpenAI-compatible servers and chat templates know).
+Messages go through data.example.flatten_messages, like every prompt: text parts are joined and a
+"developer" message is sent as "system" (what OpenAI-compatible servers and chat templates know).
 OpenAI asks its grader model for {"result": float, "steps": [...]} through a response format; the judge
 backends send plain chat requests, so the same shape is asked for in words, appended to the last user turn.
 A reply without a number scores 0.0 as OpenAI documents, with an error so it counts as a reward error.
@@ -24,6 +25,7 @@ import json
 import math
 import re
 
+from rft_jax.data.example import flatten_messages
 from rft_jax.rewards.judge.parse import NUMBER
 from rft_jax.rewards.judge.reward import get_judge
 from rft_jax.rewards.openai_graders.check import label
@@ -49,14 +51,10 @@ def judge_params(grader: dict) -> dict:
     return params
 
 
-def text_of(content: str | list) -> str:
-    return content if isinstance(content, str) else "".join(part["text"] for part in content)
-
-
 def conversation(grader: dict, item: dict, sample: dict) -> list[dict]:
     lo, hi = grader.get("range", [0, 1])
-    messages = [{"role": "system" if m["role"] == "developer" else m["role"],
-                 "content": render(text_of(m["content"]), item, sample)} for m in grader["input"]]
+    messages = [{"role": m["role"], "content": render(m["content"], item, sample)}
+                for m in flatten_messages(grader["input"])]
     instruction = OUTPUT_FORMAT.format(lo=lo, hi=hi)
     if messages[-1]["role"] == "user":
         messages[-1] = {**messages[-1], "content": f"{messages[-1]['content']}\n\n{instruction}"}
