@@ -7,7 +7,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rft_jax.grpo import AGGREGATIONS, KL_ESTIMATORS, AdvantageConfig, GRPOLossConfig, clipped_surrogate, grpo_loss
+from rft_jax.grpo import (
+    AGGREGATIONS,
+    KL_ESTIMATORS,
+    AdvantageConfig,
+    GRPOLossConfig,
+    clipped_surrogate,
+    grpo_loss,
+    loss_weights,
+)
 
 LN = math.log
 
@@ -91,6 +99,18 @@ def test_grpo_loss_worked_example():
     np.testing.assert_allclose(metrics["actor/kl_loss"], KL, rtol=1e-5)
     np.testing.assert_allclose(metrics["actor/entropy"], (1 + 2 + 3 + 4 + 5) / 5, rtol=1e-6)
     np.testing.assert_allclose(loss, PG + 0.1 * KL - 0.01 * 3.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("aggregation", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
+def test_entropy_metric_is_the_token_mean_under_every_aggregation(aggregation):
+    """actor/entropy is what the entropy alarms read: the same quantity whatever the loss aggregation. Weighted
+    by Dr.GRPO's 1/L_norm (here L_norm = 10) it read 3 x 5 / (10 x 2) = 0.75 instead of 3; the bonus term in
+    the loss keeps the aggregation's weights."""
+    cfg = GRPOLossConfig(aggregation=aggregation, norm_length=10, entropy_coef=0.01)
+    loss, metrics = grpo_loss(LOGP_BxC, OLD_BxC, ADV_B, MASK, cfg, entropy_BxC=ENTROPY_BxC)
+    np.testing.assert_allclose(metrics["actor/entropy"], 3.0, rtol=1e-6)
+    _, weight = loss_weights(MASK, cfg)
+    np.testing.assert_allclose(loss, metrics["actor/pg_loss"] - 0.01 * jnp.sum(weight * ENTROPY_BxC), rtol=1e-5)
 
 
 def test_grpo_loss_gradient_by_hand():

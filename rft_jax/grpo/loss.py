@@ -211,7 +211,7 @@ def grpo_loss(
     """Scalar GRPO loss and a metrics dict; differentiate w.r.t. `logp_BxC` (and entropy).
 
     `actor/kl_loss` is reported whenever `ref_logp_BxC` is given (even with β = 0),
-    `actor/entropy` whenever `entropy_BxC` is given. `weight_BxC`: aggregation
+    `actor/entropy` (a token mean, not aggregation-weighted) whenever `entropy_BxC` is given. `weight_BxC`: aggregation
     weights computed elsewhere (the train step computes them over the whole batch
     and passes each micro-batch its share); default `loss_weights` of this batch.
     """
@@ -235,7 +235,9 @@ def grpo_loss(
         loss = loss + cfg.beta * kl_loss
         metrics["actor/kl_loss"] = kl_loss
     if entropy_BxC is not None:
-        entropy = jnp.sum(jnp.where(valid_BxC, weight_BxC * f32(entropy_BxC), 0.0))
-        loss = loss - cfg.entropy_coef * entropy
-        metrics["actor/entropy"] = entropy
+        entropy_BxC = jnp.where(valid_BxC, f32(entropy_BxC), 0.0)
+        loss = loss - cfg.entropy_coef * jnp.sum(weight_BxC * entropy_BxC)
+        # The metric is the plain token mean whatever the aggregation: weighted by Dr.GRPO's 1/L_norm it read
+        # (mean length / L_norm) times too low, which the entropy-collapse alarm took for a collapse.
+        metrics["actor/entropy"] = masked_mean(entropy_BxC, valid_BxC)
     return loss, metrics
