@@ -161,6 +161,24 @@ def test_bedrock_stream_and_cloudwatch_event():
     assert converse["source_id"] == "req-1" and converse["team"] == "search"
 
 
+def test_cloudwatch_export_lines_lose_their_timestamp(tmp_path, capsys):
+    # A CloudWatch Logs export to S3 writes `<event timestamp> <message>` per line, gzipped, under
+    # EXPORT_PREFIX/TASK_ID/LOG_STREAM/000000.gz.
+    folder = tmp_path / "exportedlogs" / "0123abcd-task" / "aws" / "bedrock" / "modelinvocations"
+    folder.mkdir(parents=True)
+    with gzip.open(folder / "000000.gz", "wt") as f:
+        f.write(f"2025-06-02T09:15:27.000Z {json.dumps(NOVA_CONVERSE)}\n"
+                f"2025-06-01T00:00:05.123Z  {json.dumps(NOVA_INVOKE)}\n"
+                "2025-06-01T00:00:06.000Z not a log record\n")
+    out = tmp_path / "prompts.jsonl"
+    assert data_main(["convert", str(tmp_path / "exportedlogs"), "--out", str(out)]) == 0
+    assert "read 3 records: 2 converted, 1 skipped" in capsys.readouterr().out
+    assert [e.metadata["source_id"] for e in load_dataset(str(out))] == ["req-1", "req-2"]
+    # Only a time-stamp prefix is dropped: other text before the JSON is still not a record.
+    records, skipped = convert_lines([f"June-2 {json.dumps(NOVA_INVOKE)}", f"1748856927 {json.dumps(NOVA_INVOKE)}"])
+    assert records == [] and skipped == [1, 2]
+
+
 def test_agent_turns_reduce_to_the_prompt_that_started_them():
     follow_up = copy.deepcopy(NOVA_CONVERSE)
     follow_up["requestId"] = "req-1b"

@@ -1,5 +1,7 @@
 """Coming from Bedrock or OpenAI RFT: Bedrock's hyperparameter names on `rft-jax train`, `rft-jax migrate
-openai-job`, and every command of docs/migration.md run as written (train commands parsed, not run)."""
+openai-job`, reward files, and docs/migration.md command by command: its data, reward and migrate commands run
+as written, its train and serve commands are parsed and their rewards built; a slow test trains with the first
+train command."""
 
 from __future__ import annotations
 
@@ -20,8 +22,8 @@ from rft_jax.cli import bedrock_names, migrate
 from rft_jax.cli.reward import RewardServeOptions
 from rft_jax.cli.train import build_config, load_experiment, split_config_arg
 from rft_jax.cli.train import main as train_main
-from rft_jax.data import Example
-from rft_jax.rewards import build_reward
+from rft_jax.data import Example, load_dataset
+from rft_jax.rewards import build_reward, parse_spec
 from rft_jax.train.config import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -125,12 +127,103 @@ def test_migrate_refuses_what_it_cannot_carry_over(change, says, tmp_path, monke
     assert says in capsys.readouterr().err and not (tmp_path / "grader.json").exists()
 
 
+def move_hyperparameters_to_the_top(job: dict, value) -> None:
+    """The deprecated place: top-level `hyperparameters`."""
+    del job["method"]["reinforcement"]["hyperparameters"]
+    job["hyperparameters"] = value
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda job: job["method"]["reinforcement"].update(hyperparameters="auto"),
+     "method.reinforcement.hyperparameters must be an object"),
+    (lambda job: move_hyperparameters_to_the_top(job, [2]), "hyperparameters must be an object"),
+    (lambda job: job["method"]["reinforcement"]["hyperparameters"].update(n_epochs="two"),
+     "method.reinforcement.hyperparameters.n_epochs must be a whole number of at least 1"),
+    (lambda job: job["method"]["reinforcement"]["hyperparameters"].update(batch_size=0),
+     "method.reinforcement.hyperparameters.batch_size must be a whole number of at least 1"),
+    (lambda job: job["method"]["reinforcement"]["hyperparameters"].update(eval_interval=2.5),
+     "hyperparameters.eval_interval must be a whole number"),
+    (lambda job: job["method"]["reinforcement"]["hyperparameters"].update(learning_rate_multiplier=-1),
+     "learning_rate_multiplier must be a number above 0"),
+    (lambda job: job.update(seed="42"), "seed must be a whole number"),
+    (lambda job: job.update(training_file=17), "training_file must be an OpenAI file id"),
+    (lambda job: job["method"]["reinforcement"]["grader"].update(type="endpoint"), "method.reinforcement.grader: "),
+])
+def test_migrate_names_the_file_and_field_of_a_bad_value(change, says, tmp_path, monkeypatch, capsys):
+    job = openai_job()
+    change(job)
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    monkeypatch.chdir(tmp_path)
+    assert migrate.main(["openai-job", "job.json"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rft-jax migrate openai-job: job.json: ") and says in err, err
+    assert not (tmp_path / "grader.json").exists()
+
+
+@pytest.mark.parametrize("text", ["", "{\"method\": ", "\xff\xfe"])
+def test_migrate_names_a_job_file_that_is_not_json(text, tmp_path, monkeypatch, capsys):
+    (tmp_path / "job.json").write_bytes(text.encode("latin-1"))
+    monkeypatch.chdir(tmp_path)
+    assert migrate.main(["openai-job", "job.json"]) == 2
+    err = capsys.readouterr().err
+    assert "job.json: not valid JSON (" in err and "Traceback" not in err, err
+
+
+def test_a_job_without_a_training_file_gets_a_placeholder_and_a_note(tmp_path, monkeypatch, capsys):
+    job = openai_job()
+    del job["training_file"], job["validation_file"]
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    monkeypatch.chdir(tmp_path)
+    assert migrate.main(["openai-job", "job.json"]) == 0
+    script = capsys.readouterr().out
+    assert "# - training_file: the job names none; replace TRAIN.jsonl" in script
+    cfg = parse_train(script_command(script))
+    assert cfg.data.train_file == "TRAIN.jsonl" and cfg.data.val_file is None
+
+
+def test_one_message_says_what_reasoning_effort_becomes():
+    job = openai_job()
+    migration, _ = migrate.migrate_openai_job(job, model="m", grader_path="g", default_lr=1e-4)
+    said = bedrock_names.NO_REASONING_MODE
+    assert f"reasoning_effort=medium: {said}" in migration.notes
+    assert said in bedrock_names.REFUSED["reasoningEffort"]
+
+
 def script_command(script: str) -> list[str]:
     """The `rft-jax train` arguments of a printed script (comments dropped, continuations joined)."""
     command = " ".join(line.rstrip("\\") for line in script.splitlines() if line and not line.startswith("#"))
     words = shlex.split(command)
     assert words[:2] == ["rft-jax", "train"], words
     return words[2:]
+
+
+# ---- a reward named by its .json file ----------------------------------------------------------------------------
+
+def test_a_missing_reward_file_is_not_found_not_an_unknown_reward(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="reward file missing.json not found"):
+        parse_spec("missing.json")
+    with pytest.raises(ValueError, match="reward file grader/missing.json not found"):
+        build_reward("grader/missing.json")
+
+
+@pytest.mark.parametrize("text, says", [
+    ('{"type": "string_check", "name": ', "grader.json: not valid JSON (Expecting value: line 1"),
+    ('["string_check"]', "grader.json: a reward spec is a name"),
+    ('{"type": "label_model"}', "grader.json: "),
+])
+def test_a_bad_reward_file_is_named_in_the_error(text, says, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("grader.json").write_text(text)
+    with pytest.raises(ValueError, match=re.escape(says)):
+        parse_spec("grader.json")
+    with pytest.raises(SystemExit):  # `rft-jax train --reward grader.json` stops with the message, before training
+        parse_train(["--reward", "grader.json"])
+
+
+def test_an_inline_json_spec_that_is_not_json_says_so():
+    with pytest.raises(ValueError, match="is not valid JSON"):
+        parse_spec('{"name": "math_answer",}')
 
 
 # ---- the rollout log shows text-part prompts as text --------------------------------------------------------------
@@ -159,25 +252,44 @@ def guide_commands(text: str) -> list[str]:
     return commands
 
 
-def test_every_command_of_the_migration_guide_runs_as_written(tmp_path, monkeypatch):
+# What the slow test appends to the guide's first train command; the guide says so, in these words.
+SMALL_RUN = ["--max-steps", "1", "--batch-size", "2", "--sampling.samples-per-prompt", "2",
+             "--sampling.max-new-tokens", "16", "--no-require-signal", "--no-export"]
+
+
+def command_words(command: str) -> list[str]:
+    """The command's words after any VAR=value assignments."""
+    words = shlex.split(command)
+    return words[next(i for i, w in enumerate(words) if not ENV_ASSIGNMENT.match(w)):]
+
+
+def first_train_command(text: str) -> str:
+    return next(c for c in guide_commands(text) if command_words(c)[:2] == ["rft-jax", "train"])
+
+
+def cli_env() -> dict:
+    """The environment of a shell running `rft-jax`: this interpreter's scripts first on PATH."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def test_the_guide_runs_its_commands_and_parses_its_train_and_serve_lines(tmp_path, monkeypatch):
     text = GUIDE.read_text(encoding="utf-8")
     shutil.copytree(EXAMPLES, tmp_path / "docs" / "migration_examples")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path / "docs" / "migration_examples"))  # PYTHONPATH, for parsed lines
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     ran, parsed = [], []
     for command in guide_commands(text):
-        words = shlex.split(command)
-        words = words[next(i for i, w in enumerate(words) if not ENV_ASSIGNMENT.match(w)):]
+        words = command_words(command)
         assert words[0] == "rft-jax", f"the guide's bash blocks hold rft-jax commands only: {command}"
-        if words[1] == "train":  # parsed, never trained
-            parsed.append(parse_train(words[2:]))
+        if words[1] == "train":  # parsed and its reward built, never trained
+            cfg = parse_train(words[2:])
+            parsed.append(build_reward(cfg.reward))
         elif words[1:3] == ["reward", "serve"]:  # a server: parse it and build its reward
             options = tyro.cli(RewardServeOptions, args=words[3:])
             parsed.append(build_reward(options.reward))
         else:
-            done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
-                                  timeout=120)
+            done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=cli_env(), capture_output=True,
+                                  text=True, timeout=120)
             assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
             ran.append((words[1:3], done.stdout))
     assert len(ran) >= 7 and len(parsed) >= 4, (ran, parsed)
@@ -189,3 +301,33 @@ def test_every_command_of_the_migration_guide_runs_as_written(tmp_path, monkeypa
     assert printed == shown
     cfg = parse_train(script_command(printed))
     assert cfg.reward.name == "openai_grader" and cfg.data.train_file == "docs/migration_examples/train.jsonl"
+
+
+def test_the_guide_states_the_flags_the_slow_test_adds_and_they_make_a_small_run():
+    text = GUIDE.read_text(encoding="utf-8")
+    assert f"`{shlex.join(SMALL_RUN)}`" in text
+    words = command_words(first_train_command(text))
+    cfg = parse_train(words[2:] + SMALL_RUN)
+    assert cfg.reward.name == "lambda_reward:reward" and cfg.data.val_file == "docs/migration_examples/val.jsonl"
+    assert (cfg.max_steps, cfg.batch_size, cfg.require_signal, cfg.export) == (1, 2, False, False)
+
+
+def test_the_guides_lambda_adapter_imports_and_scores_with_the_unchanged_handler(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLES))  # what PYTHONPATH=docs/migration_examples does
+    scorer = build_reward("lambda_reward:reward")
+    pens = load_dataset(str(EXAMPLES / "train.jsonl"))[0]  # reference_answer "36"
+    results = scorer.score_batch([pens, pens, pens], ["36", "He has 36 pens.", "35"])
+    assert [r.score for r in results] == [1.0, 1.0, 0.0]
+    assert results[0].components == {"correct": 1.0}  # the handler's metrics_list, read back
+
+
+@pytest.mark.slow  # trains the default model (SmolLM2-135M) for one step on the CPU: minutes
+def test_the_guides_first_train_command_trains_end_to_end(tmp_path):
+    command = first_train_command(GUIDE.read_text(encoding="utf-8"))
+    shutil.copytree(EXAMPLES, tmp_path / "docs" / "migration_examples")
+    env = {k: v for k, v in cli_env().items() if k != "XLA_FLAGS"}  # one CPU device, not the tests' eight fakes
+    done = subprocess.run(["bash", "-c", f"{command} {shlex.join(SMALL_RUN)}"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, f"{command}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    results = json.loads((tmp_path / "runs" / "default" / "results.json").read_text())
+    assert results["final_step"] == 1

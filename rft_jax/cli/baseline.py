@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from pathlib import Path
 
 import jax
@@ -46,7 +47,8 @@ class BaselineOptions:
 def main(argv: list[str]) -> int:
     args = tyro.cli(BaselineOptions, args=argv, prog="rft-jax baseline", description=__doc__)
 
-    from rft_jax.data import load_dataset  # noqa: PLC0415
+    from rft_jax.data.problems import DatasetError  # noqa: PLC0415
+    from rft_jax.data.validate import id_list, load_examples  # noqa: PLC0415
     from rft_jax.evaluation.baseline import baseline  # noqa: PLC0415
     from rft_jax.model import load_model  # noqa: PLC0415
     from rft_jax.model.registry import resolve_compute_dtype  # noqa: PLC0415
@@ -55,8 +57,20 @@ def main(argv: list[str]) -> int:
 
     tokenizer = load_tokenizer(args.model)
     scorer = build_reward(args.reward)
-    examples = load_dataset(args.data, tokenizer=tokenizer, require_reference=scorer.needs_reference)
-    examples = examples[: args.limit] if args.limit else examples
+    try:  # a measurement set may repeat a prompt, as an evaluation set may (`rft-jax eval`)
+        loaded = load_examples(args.data, tokenizer=tokenizer, require_reference=scorer.needs_reference,
+                               allow_duplicate_prompts=True)
+    except (DatasetError, OSError) as err:  # user errors: a message, not a traceback
+        print(f"rft-jax baseline: {err}", file=sys.stderr)
+        return 2
+    if loaded.repeated:
+        print(f"rft-jax baseline: warning: {args.data} has {len(loaded.repeated)} duplicate prompts (ids "
+              f"{id_list(loaded.repeated)}); each is measured as a separate example", file=sys.stderr)
+    examples = loaded.examples[: args.limit] if args.limit else loaded.examples
+    if not examples:
+        print(f"rft-jax baseline: {args.data} holds no examples: give it RFT JSONL, one "
+              '{"messages": [...]} object per line (docs/data_and_rewards.md)', file=sys.stderr)
+        return 2
     dtype = resolve_compute_dtype("auto")
     cfg, params = load_model(args.model, dtype=dtype)
     summary, verdict, greedy = baseline(params, cfg, tokenizer, examples, scorer, samples=args.samples,

@@ -18,6 +18,11 @@ ALIASES: dict[str, str] = {
 }
 """Bedrock name -> the rft_jax flag that means the same thing."""
 
+NO_REASONING_MODE = (
+    "rft_jax has no reasoning mode (thinking budget) yet, so the policy answers directly; to give it room to "
+    "reason before its answer, raise --sampling.max-new-tokens and ask for step-by-step work in the prompt")
+"""What a reasoning-effort setting (Bedrock's reasoningEffort, OpenAI's reasoning_effort) becomes."""
+
 REFUSED: dict[str, str] = {
     "batchSize": (
         "--batchSize is not translated: Bedrock documents it as the number of 'training samples' per batch "
@@ -26,10 +31,8 @@ REFUSED: dict[str, str] = {
         "Write --batch-size N for N prompts per step, or --batch-size N/G if your N counted responses "
         "(docs/migration.md)."),
     "reasoningEffort": (
-        "--reasoningEffort has no rft_jax equivalent yet: rft_jax has no reasoning mode (thinking budget), "
-        "so the policy answers directly. Drop the flag; to give the model room to reason before its answer, "
-        "raise --sampling.max-new-tokens (Bedrock's inferenceMaxTokens) and ask for step-by-step work in the "
-        "prompt (docs/migration.md)."),
+        f"--reasoningEffort is not translated: {NO_REASONING_MODE}. Drop the flag; Bedrock's "
+        "--inferenceMaxTokens is accepted and sets --sampling.max-new-tokens (docs/migration.md)."),
 }
 """Bedrock names with no one-to-one rft_jax field: the message says what to write instead."""
 

@@ -15,7 +15,14 @@ from typing import Any
 
 import tyro
 
+from rft_jax.cli.bedrock_names import NO_REASONING_MODE
+
 AUTO = "auto"
+WHOLE = ("n_epochs", "batch_size", "eval_interval", "eval_samples")
+"""Hyperparameters that count something: whole numbers of at least 1."""
+MULTIPLIERS = ("learning_rate_multiplier", "compute_multiplier")
+"""Hyperparameters that scale something: numbers above 0."""
+TRAIN_PLACEHOLDER = "TRAIN.jsonl"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,27 +66,58 @@ def reinforcement_method(job: dict) -> dict:
     return reinforcement
 
 
+def hyperparameters(job: dict, reinforcement: dict) -> tuple[dict, list[str]]:
+    """(the hyperparameters the job sets, the names it leaves 'auto'); ValueError naming a bad field.
+
+    They sit in method.reinforcement.hyperparameters, or in the deprecated top-level `hyperparameters`.
+    """
+    where, hyper = "method.reinforcement.hyperparameters", reinforcement.get("hyperparameters")
+    if not hyper:
+        where, hyper = "hyperparameters", job.get("hyperparameters") or {}
+    if not isinstance(hyper, dict):
+        raise ValueError(f"{where} must be an object such as {{\"n_epochs\": 2, \"batch_size\": \"auto\"}}, "
+                         f"got {hyper!r}: write 'auto' per field, or leave the field out")
+    given = {k: v for k, v in hyper.items() if v is not None and v != AUTO}
+    for key, value in given.items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if key in WHOLE and not (number and isinstance(value, int) and value >= 1):
+            raise ValueError(f"{where}.{key} must be a whole number of at least 1 or \"auto\", got {value!r}")
+        if key in MULTIPLIERS and not (number and value > 0):
+            raise ValueError(f"{where}.{key} must be a number above 0 or \"auto\", got {value!r}")
+    return given, sorted(k for k, v in hyper.items() if v == AUTO)
+
+
 def file_flag(migration: Migration, flag: str, file_id: Any, local: str | None, what: str) -> None:
+    option = f"--{flag.split('.')[-1]}"
     if local:
         migration.flags.append((flag, local))
-    elif file_id:
+    elif isinstance(file_id, str) and file_id:
         migration.flags.append((flag, f"{file_id}.jsonl"))
         migration.notes.append(
             f"{what} is OpenAI file {file_id}: download it first (curl -sS "
             f"https://api.openai.com/v1/files/{file_id}/content -H \"Authorization: Bearer $OPENAI_API_KEY\" "
-            f"-o {file_id}.jsonl), or name your copy with --{flag.split('.')[-1]} when migrating")
+            f"-o {file_id}.jsonl), or name your copy with {option} when migrating")
+    elif file_id is not None:
+        raise ValueError(f"{what} must be an OpenAI file id such as \"file-abc123\", got {file_id!r}: "
+                         f"fix it, or name your local copy with {option}")
 
 
 def migrate_openai_job(job: dict, *, model: str, grader_path: str, train_file: str | None = None,
                        val_file: str | None = None, default_lr: float) -> tuple[Migration, dict]:
-    """(the flags and notes, the grader to write to `grader_path`); ValueError if it is not an RFT job."""
+    """(the flags and notes, the checked grader to write to `grader_path`); ValueError naming the wrong field."""
     reinforcement = reinforcement_method(job)
-    hyper = reinforcement.get("hyperparameters") or job.get("hyperparameters") or {}
-    given = {k: v for k, v in hyper.items() if v is not None and v != AUTO}
+    given, left_auto = hyperparameters(job, reinforcement)
+    seed = job.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise ValueError(f"seed must be a whole number, got {seed!r}")
     out = Migration()
     out.notes.append(f"model: OpenAI's {job.get('model', 'model')} cannot be trained outside OpenAI; this trains the "
                      f"local base model {model} (choose another with --model)")
     out.flags.append(("--model.name", model))
+    if not (train_file or job.get("training_file")):
+        train_file = TRAIN_PLACEHOLDER
+        out.notes.append(f"training_file: the job names none; replace {TRAIN_PLACEHOLDER} with your training data "
+                         "(or name it with --train-file when migrating)")
     file_flag(out, "--data.train-file", job.get("training_file"), train_file, "training_file")
     file_flag(out, "--data.val-file", job.get("validation_file"), val_file, "validation_file")
     out.flags.append(("--reward", grader_path))
@@ -94,8 +132,8 @@ def migrate_openai_job(job: dict, *, model: str, grader_path: str, train_file: s
            "absolute equivalent: tune --optimizer.learning-rate on the validation reward" if multiplier else ""))
     if "eval_interval" in given:
         out.flags.append(("--evaluation.interval", str(given["eval_interval"])))
-    if "seed" in job and job["seed"] is not None:
-        out.flags.append(("--seed", str(job["seed"])))
+    if seed is not None:
+        out.flags.append(("--seed", str(seed)))
     if job.get("suffix"):
         out.flags.append(("--out-dir", f"runs/{job['suffix']}"))
     if "eval_samples" in given:
@@ -105,26 +143,48 @@ def migrate_openai_job(job: dict, *, model: str, grader_path: str, train_file: s
         out.notes.append(f"compute_multiplier={given['compute_multiplier']}: no equivalent; the nearest knob is "
                          "--sampling.samples-per-prompt (more responses per prompt explore more)")
     if "reasoning_effort" in given:
-        out.notes.append(f"reasoning_effort={given['reasoning_effort']}: rft_jax has no reasoning mode yet; the "
-                         "policy answers directly (give it room with --sampling.max-new-tokens)")
-    skipped = sorted(k for k, v in hyper.items() if v == AUTO)
-    if skipped:
-        out.notes.append(f"{', '.join(skipped)}: 'auto', so rft_jax's defaults apply")
-    return out, reinforcement["grader"]
+        out.notes.append(f"reasoning_effort={given['reasoning_effort']}: {NO_REASONING_MODE}")
+    if left_auto:
+        out.notes.append(f"{', '.join(left_auto)}: 'auto', so rft_jax's defaults apply")
+    return out, checked_grader(reinforcement["grader"])
+
+
+def checked_grader(grader: dict) -> dict:
+    """The grader, once rft_jax has checked it runs it: an unsupported one fails before anything is written."""
+    from rft_jax.rewards.spec import parse_spec  # noqa: PLC0415
+
+    try:
+        parse_spec(grader)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"method.reinforcement.grader: {err}") from None
+    return grader
+
+
+def read_job(path: str) -> dict:
+    """The job file as a dict; ValueError naming the file when it is not a JSON object."""
+    with open(path, encoding="utf-8") as f:
+        try:
+            job = json.load(f)
+        except ValueError as err:  # json.JSONDecodeError, UnicodeDecodeError
+            raise ValueError(f"{path}: not valid JSON ({err}); save the job as the API returns it "
+                             "(GET /v1/fine_tuning/jobs/ID) or the body you POST to create it") from None
+    if not isinstance(job, dict):
+        raise ValueError(f"{path}: a fine-tuning job is a JSON object, got {type(job).__name__}")
+    return job
 
 
 def cmd_openai_job(args: OpenAIJobOptions) -> int:
-    from rft_jax.rewards.spec import parse_spec  # noqa: PLC0415
-    from rft_jax.train.config import TrainConfig  # noqa: PLC0415 (JAX: only for the defaults)
+    # Only for the default learning rate. The import pulls JAX (the config's field types come from modules that
+    # import it), but reading the default keeps one source for it.
+    from rft_jax.train.config import TrainConfig  # noqa: PLC0415
 
-    with open(args.job, encoding="utf-8") as f:
-        job = json.load(f)
-    if not isinstance(job, dict):
-        raise ValueError(f"{args.job}: a fine-tuning job is a JSON object, got {type(job).__name__}")
-    migration, grader = migrate_openai_job(job, model=args.model, grader_path=args.grader_out,
-                                           train_file=args.train_file, val_file=args.val_file,
-                                           default_lr=TrainConfig().optimizer.learning_rate)
-    parse_spec(grader)  # the grader is checked before it is written: an unsupported one fails here
+    job = read_job(args.job)
+    try:
+        migration, grader = migrate_openai_job(job, model=args.model, grader_path=args.grader_out,
+                                               train_file=args.train_file, val_file=args.val_file,
+                                               default_lr=TrainConfig().optimizer.learning_rate)
+    except ValueError as err:
+        raise ValueError(f"{args.job}: {err}") from None
     with open(args.grader_out, "w", encoding="utf-8") as f:
         json.dump(grader, f, indent=2, ensure_ascii=False)
         f.write("\n")

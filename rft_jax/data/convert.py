@@ -3,7 +3,8 @@
 Each log line is read by the reader for its shape (one module per source):
   Bedrock model-invocation logs (schemaType "ModelInvocationLog")          -> logs_bedrock
   OpenAI chat-completion logs and the generic {"messages", "response"} shape -> logs_openai
-  (a CloudWatch Logs event whose "message" holds the log record as text is unwrapped first)
+  (a CloudWatch Logs event whose "message" holds the log record as text is unwrapped first, and the
+  `<ISO timestamp> <record>` lines of a CloudWatch Logs export to S3 lose their timestamp)
 Parquet files and Hugging Face `datasets` folders go through tables.py into the same pipeline.
 Then: keep the calls the Selection asks for (model, metadata, dates), drop repeated prompts,
 and write each as an RFT record. The logged response is the old model's answer, not a verified
@@ -24,7 +25,7 @@ from typing import Any, TextIO
 
 from rft_jax.data.chat_text import UnusableRecord
 from rft_jax.data.example import prompt_key
-from rft_jax.data.logged_call import LoggedCall, metadata_text, rft_record
+from rft_jax.data.logged_call import LoggedCall, metadata_text, parse_time, rft_record
 from rft_jax.data.logs_bedrock import bedrock_call, is_bedrock_log
 from rft_jax.data.logs_openai import openai_call
 from rft_jax.data.tables import is_table, read_table_rows, row_call
@@ -69,13 +70,12 @@ def parse_where(items: Iterable[str]) -> tuple[tuple[str, str], ...]:
 
 def parse_bound(text: str, *, end: bool) -> dt.datetime:
     """An ISO date or date-time as a UTC bound; a bare date as an end bound covers that whole day."""
-    try:
-        when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{text!r} is not an ISO date: write 2025-06-01 or 2025-06-01T12:00:00Z") from None
+    when = parse_time(text)
+    if when is None:
+        raise ValueError(f"{text!r} is not an ISO date: write 2025-06-01 or 2025-06-01T12:00:00Z")
     if end and len(text.strip()) == 10:
-        when = dt.datetime.combine(when.date(), dt.time.max)
-    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+        when = dt.datetime.combine(when.date(), dt.time.max, tzinfo=when.tzinfo)
+    return when
 
 
 @dataclasses.dataclass
@@ -132,10 +132,18 @@ def convert_items(items: Iterable[tuple[str, int, Any]], read: Callable[[Any], L
     return report
 
 
+def without_timestamp(text: str) -> str:
+    """A CloudWatch Logs export to S3 writes each event as `<ISO timestamp> <message>`: the message alone."""
+    stamp, _, rest = text.strip().partition(" ")
+    if rest.lstrip().startswith("{") and parse_time(stamp) is not None:
+        return rest
+    return text
+
+
 def log_call(text: str) -> LoggedCall:
     """One log line, whichever known shape it has."""
     try:
-        record = json.loads(text)
+        record = json.loads(without_timestamp(text))
     except json.JSONDecodeError as err:
         raise UnusableRecord(f"not JSON ({err.msg})") from None
     if not isinstance(record, dict):

@@ -62,10 +62,14 @@ def parse_spec(spec: Any) -> RewardSpec:
     if isinstance(spec, str):
         text = spec.strip()
         if text.startswith("{"):
-            return parse_spec(json.loads(text))
-        if text.endswith(".json") and os.path.exists(text):
-            with open(text, encoding="utf-8") as f:
-                return parse_spec(json.load(f))
+            try:
+                loaded = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"reward spec {text!r} is not valid JSON ({err}): check its quotes and braces, "
+                                 "or save it to a .json file and name the file") from None
+            return parse_spec(loaded)
+        if text.endswith(".json"):
+            return read_spec_file(text)
         return RewardSpec(text)
     if isinstance(spec, dict):
         if is_openai_grader(spec):  # `weight`, for an aggregate's component, is rft_jax's, not the grader's
@@ -82,3 +86,20 @@ def parse_spec(spec: Any) -> RewardSpec:
         return RewardSpec(str(spec["name"]), params, float(spec.get("weight", 1.0)),
                           tuple((str(k), parse_spec(v)) for k, v in components.items()))
     raise TypeError(f"a reward spec is a name, 'module:function', a dict or a RewardSpec; got {type(spec).__name__}")
+
+
+def read_spec_file(path: str) -> RewardSpec:
+    """A reward spec or OpenAI grader saved as JSON; errors name the file."""
+    if not os.path.isfile(path):
+        raise ValueError(f"reward file {path} not found (from {os.getcwd()}): a reward ending in .json is read "
+                         "from that file; check the path")
+    with open(path, encoding="utf-8") as f:
+        try:
+            spec = json.load(f)
+        except ValueError as err:  # json.JSONDecodeError, UnicodeDecodeError
+            raise ValueError(f"{path}: not valid JSON ({err}): a reward file holds one JSON object: a reward "
+                             "spec or an OpenAI grader") from None
+    try:
+        return parse_spec(spec)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path}: {err}") from None
