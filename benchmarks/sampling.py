@@ -1,6 +1,7 @@
 """Sampling throughput: our KV-cached sampler vs transformers `generate`, same process, same machine.
 
     python benchmarks/sampling.py [--batches 64,8] [--new-tokens 64] [--repeats 2] [--hf-dtypes float32,bfloat16]
+                                  [--lora-rank 16]
 
 Both sample at temperature 1.0 (no top-k/top-p), exactly `new_tokens` tokens each (EOS
 ignored), from the same chat-templated arithmetic prompts. transformers gets them
@@ -14,6 +15,9 @@ full run minus a run that stops after the prefill; 2 FLOPs per parameter per tok
 attention not counted). After each row: the same run if it were nothing but its matmuls,
 each at the rate this machine reaches for its shape (a ceiling for any implementation
 using XLA's CPU matmuls), as tok/s, as a ratio to transformers and as a share of peak.
+With `--lora-rank R` (0: off), a last column times the same call with a rank-R adapter on
+every projection, as LoRA training samples (adapters kept beside the weights, see
+rft_jax/model/decode.py), and its ratio to the plain model's tok/s.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from benchmarks.matmul_peak import chained_matmul_seconds, matmul_peak_gflops  #
 from rft_jax.data.tasks.arithmetic import generate_arithmetic  # noqa: E402
 from rft_jax.hugepages import reexec_with_hugepages  # noqa: E402
 from rft_jax.model import DEFAULT_MODEL, load_model, resolve_model_path  # noqa: E402
+from rft_jax.model.lora import LoraConfig, init_lora  # noqa: E402
 from rft_jax.model.registry import resolve_compute_dtype  # noqa: E402
 from rft_jax.model.tokenizer import load_tokenizer  # noqa: E402
 from rft_jax.sampling import SamplingParams, sample  # noqa: E402
@@ -46,11 +51,12 @@ def prompts(tokenizer, n: int) -> list[list[int]]:
     return [tokenizer.apply_chat_template(ex.prompt_messages) for ex in examples]
 
 
-def time_ours(params, cfg, prompts, new_tokens, dtype, repeats) -> tuple[float, float]:
+def time_ours(params, cfg, prompts, new_tokens, dtype, repeats, lora=None) -> tuple[float, float]:
     """(median seconds, compile seconds) for sampling `new_tokens` after every prompt once, through
     `generate_ids`, the function training, evaluation and `rft-jax generate` call (EOS off, as for HF)."""
     run = lambda k: generate_ids(params, cfg, prompts, jax.random.key(k), sampling=SamplingParams(1.0),  # noqa: E731
-                                 num_samples=1, max_new_tokens=new_tokens, eos_ids=(), pad_id=0, dtype=dtype)[0]
+                                 num_samples=1, max_new_tokens=new_tokens, eos_ids=(), pad_id=0, dtype=dtype,
+                                 lora=lora, lora_scale=2.0)[0]
     t = time.perf_counter()
     run(0)
     compile_s = time.perf_counter() - t
@@ -131,6 +137,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--no-hf", action="store_true", help="skip transformers (no torch installed)")
     parser.add_argument("--hf-dtypes", default="float32,bfloat16", help="transformers runs (float32 = PEERS.md)")
+    parser.add_argument("--lora-rank", type=int, default=16, help="also time with an adapter of this rank (0: off)")
     args = parser.parse_args()
 
     threads = os.cpu_count() or 1
@@ -138,6 +145,10 @@ def main() -> None:
     cfg, params = load_model(DEFAULT_MODEL, dtype=dtype)
     tokenizer = load_tokenizer(DEFAULT_MODEL)
     peak = matmul_peak_gflops(dtype)
+    lora = None
+    if args.lora_rank:  # B != 0, so the adapter changes the output (a fresh one would be B = 0)
+        lora = init_lora(cfg, LoraConfig(rank=args.lora_rank, alpha=2.0 * args.lora_rank), jax.random.key(0))
+        lora = jax.tree.map(lambda a: a + 0.01 * jax.random.normal(jax.random.key(1), a.shape), lora)
     hf = {}
     if not args.no_hf:
         import torch  # noqa: PLC0415
@@ -153,7 +164,7 @@ def main() -> None:
           f"{cfg.num_params / 1e6:.1f}M params, decode {flop_per_token / 1e6:.0f} MFLOP/token; ours in {dtype.name}")
     hf_cols = "".join(f" {'HF ' + n[:4] + ' tok/s':>14} {'ratio':>6}" for n in hf)
     print(f"{'batch':>5} {'ours tok/s':>11}{hf_cols} {'prefill s':>9} {'decode ms/step':>15} "
-          f"{'decode GFLOP/s':>15} {'of peak':>8} {'compile s':>9}")
+          f"{'decode GFLOP/s':>15} {'of peak':>8} {'compile s':>9}" + ("  LoRA tok/s  ratio" if lora else ""))
     for b in (int(x) for x in args.batches.split(",")):
         ids = (prompts(tokenizer, b) * 2)[:b]
         ours_s, compile_s = time_ours(params, cfg, ids, args.new_tokens, dtype, args.repeats)
@@ -165,8 +176,12 @@ def main() -> None:
         step_s, prefill_s = decode_seconds_per_step(ours_s, params, cfg, ids, args.new_tokens, dtype, args.repeats)
         gflops = b * flop_per_token / step_s / 1e9
         peak = max(peak, matmul_peak_gflops(dtype))  # the best reading of the run (the machine is shared)
+        lora_row = ""
+        if lora is not None:
+            with_lora = b * args.new_tokens / time_ours(params, cfg, ids, args.new_tokens, dtype, args.repeats, lora)[0]
+            lora_row = f"  {with_lora:>10.0f} {with_lora / ours:>6.2f}"
         print(f"{b:>5} {ours:>11.0f}{hf_row} {prefill_s:>9.2f} {step_s * 1e3:>15.0f} {gflops:>15.1f} "
-              f"{gflops / peak:>8.0%} {compile_s:>9.1f}   (peak {peak:.0f})", flush=True)
+              f"{gflops / peak:>8.0%} {compile_s:>9.1f}{lora_row}   (peak {peak:.0f})", flush=True)
         ceiling_s, ceiling_step_s = matmul_ceiling(cfg, sampler_prompts(ids, 0, b), b, args.new_tokens, dtype)
         ceiling = b * args.new_tokens / ceiling_s
         vs_hf = "".join(f", {ceiling / t:.2f}x HF {n}" for n, t in hf_tps.items())
