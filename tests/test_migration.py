@@ -119,12 +119,18 @@ def test_migrate_writes_the_grader_and_prints_a_command_that_parses(tmp_path, mo
     (lambda job: job["method"]["reinforcement"]["grader"].update(type="label_model"), "score_model"),
 ])
 def test_migrate_refuses_what_it_cannot_carry_over(change, says, tmp_path, monkeypatch, capsys):
+    assert says in refused_job_error(change, tmp_path, monkeypatch, capsys)
+
+
+def refused_job_error(change, tmp_path, monkeypatch, capsys) -> str:
+    """stderr of `migrate openai-job` on the example job after `change`; it must exit 2 and write no grader."""
     job = openai_job()
     change(job)
     (tmp_path / "job.json").write_text(json.dumps(job))
     monkeypatch.chdir(tmp_path)
     assert migrate.main(["openai-job", "job.json"]) == 2
-    assert says in capsys.readouterr().err and not (tmp_path / "grader.json").exists()
+    assert not (tmp_path / "grader.json").exists()
+    return capsys.readouterr().err
 
 
 def move_hyperparameters_to_the_top(job: dict, value) -> None:
@@ -150,14 +156,8 @@ def move_hyperparameters_to_the_top(job: dict, value) -> None:
     (lambda job: job["method"]["reinforcement"]["grader"].update(type="endpoint"), "method.reinforcement.grader: "),
 ])
 def test_migrate_names_the_file_and_field_of_a_bad_value(change, says, tmp_path, monkeypatch, capsys):
-    job = openai_job()
-    change(job)
-    (tmp_path / "job.json").write_text(json.dumps(job))
-    monkeypatch.chdir(tmp_path)
-    assert migrate.main(["openai-job", "job.json"]) == 2
-    err = capsys.readouterr().err
+    err = refused_job_error(change, tmp_path, monkeypatch, capsys)
     assert err.startswith("rft-jax migrate openai-job: job.json: ") and says in err, err
-    assert not (tmp_path / "grader.json").exists()
 
 
 @pytest.mark.parametrize("text", ["", "{\"method\": ", "\xff\xfe"])
