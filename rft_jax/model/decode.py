@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from rft_jax.model.config import ModelConfig
-from rft_jax.model.layers import apply_rope, rms_norm
+from rft_jax.model.layers import apply_rope, lora_delta, rms_norm
 from rft_jax.model.precision import concat_bits, storage_dtype
 from rft_jax.model.transformer import KV, branch_rope, embed
 
@@ -48,7 +48,7 @@ def _group_adapter(layers: dict, lora: dict, names: tuple[str, ...], dtype) -> d
     if not present:
         return None
     outs = [layers[n]["w"].shape[-1] for n in names]
-    a = jnp.concatenate([lora["layers"][n]["a"].astype(dtype) for n in present], -1)
+    a = concat_bits([lora["layers"][n]["a"].astype(dtype) for n in present], -1)
     ranks = [lora["layers"][n]["b"].shape[1] for n in present]
     b = jnp.zeros((a.shape[0], sum(ranks), sum(outs)), dtype)
     row = 0
@@ -116,13 +116,12 @@ def empty_decode_cache(cfg: ModelConfig, b: int, g: int, s: int, dtype) -> list:
 
 
 def _project(x_RxD, w: dict, group: str, dtype, lora_scale: float):
-    """x @ W (+ scale * (x @ A) @ B), each matmul in `dtype` with float32 results, as `layers.dense` computes it."""
+    """x @ W (+ the adapter's `lora_delta`, the training forward's own function), matmuls in `dtype` with float32
+    results, as `layers.dense` computes it."""
     x = x_RxD.astype(dtype)
     y = jnp.einsum("rd,de->re", x, w[group], preferred_element_type=jnp.float32)
     if f"{group}_lora_a" in w:
-        xa = jnp.einsum("rd,dk->rk", x, w[f"{group}_lora_a"], preferred_element_type=jnp.float32)
-        y = y + jnp.einsum("rk,ke->re", xa.astype(dtype), w[f"{group}_lora_b"],
-                           preferred_element_type=jnp.float32) * lora_scale
+        y = y + lora_delta(x, w[f"{group}_lora_a"], w[f"{group}_lora_b"], lora_scale, jnp.dtype(dtype))
     return y
 
 
