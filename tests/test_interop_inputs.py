@@ -282,6 +282,7 @@ def write_train(path, n: int, long_ids: tuple[int, ...] = ()) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+@pytest.mark.slow  # a whole run (20-95 s): `make test-slow`, keeping the default suite under 15 min
 def test_run_without_validation_data_trains_with_no_nan(tiny_model, tmp_path, capsys):
     train = tmp_path / "train.jsonl"
     write_train(train, 4)

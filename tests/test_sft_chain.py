@@ -106,6 +106,7 @@ def test_sft_memorises_the_answers_and_its_checkpoint_is_the_export(tiny_model, 
     jax.tree.map(np.testing.assert_array_equal, policy.params, exported)  # LoRA merged exactly as export does
 
 
+@pytest.mark.slow  # a whole run (20-95 s): `make test-slow`, keeping the default suite under 15 min
 def test_rft_run_starts_from_the_sft_policy(tiny_model, data, sft_run, tmp_path):
     sft_dir, _ = sft_run
     cfg = tiny_config(tiny_model, str(tmp_path / "rft"), init_from=sft_dir, reward=EXACT, max_steps=1,

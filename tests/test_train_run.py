@@ -93,6 +93,7 @@ def _steps_logged(out_dir: Path) -> list[int]:
     return [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow  # a whole run (20-95 s): `make test-slow`, keeping the default suite under 15 min
 def test_killed_run_resumes_to_the_same_parameters(tiny_model, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": ""}
     straight, killed = tmp_path / "straight", tmp_path / "killed"
@@ -181,6 +182,7 @@ def test_ppo_passes_count_rl_steps_in_the_schedule_and_on_resume(tiny_model, tmp
         assert _records(killed)[step]["actor/lr"] == pytest.approx(lrs[step], rel=1e-6)
 
 
+@pytest.mark.slow  # a whole run (20-95 s): `make test-slow`, keeping the default suite under 15 min
 def test_after_early_stopping_the_final_eval_and_export_use_the_best_checkpoint(tiny_model, tmp_path, monkeypatch):
     from types import SimpleNamespace
 
