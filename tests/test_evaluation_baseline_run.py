@@ -44,7 +44,7 @@ def test_evaluate_reports_metrics_and_breakdowns():
 def test_baseline_gives_summary_and_verdict():
     params = init_params(CFG, jax.random.key(0), std=0.3)
     scorer = build_reward({"name": "string_check", "operation": "like"})
-    summary, verdict, _ = baseline(params, CFG, _Tok(), _examples(4), scorer, samples=4, max_new_tokens=8,
+    summary, verdict, *_ = baseline(params, CFG, _Tok(), _examples(4), scorer, samples=4, max_new_tokens=8,
                                    temperature=1.0, success_threshold=1.0, dtype="float32", key=jax.random.key(2))
     metrics = summary.to_metrics()
     assert summary.group_size == 4 and summary.num_prompts == 4

@@ -23,6 +23,7 @@ from rft_jax.cli.reward import RewardServeOptions
 from rft_jax.cli.train import build_config, load_experiment, split_config_arg
 from rft_jax.cli.train import main as train_main
 from rft_jax.data import Example, load_dataset
+from rft_jax.data.reasoning import EFFORT_BUDGETS, ReasoningConfig
 from rft_jax.rewards import build_reward, parse_spec
 from rft_jax.train.config import TrainConfig
 
@@ -54,23 +55,58 @@ def test_bedrock_names_set_the_same_config_fields():
     assert (cfg.epochs, cfg.optimizer.learning_rate, cfg.data.max_prompt_tokens) == (3, 2e-5, 512)
     assert (cfg.sampling.max_new_tokens, cfg.sampling.samples_per_prompt, cfg.evaluation.interval) == (1024, 4, 10)
     assert cfg.batch_size == 16 and cfg.dynamic_sampling.enabled  # the preset still applies
-    assert set(bedrock_names.ALIASES) | set(bedrock_names.REFUSED) == {
+    assert set(bedrock_names.ALIASES) | set(bedrock_names.REFUSED) | {bedrock_names.EFFORT} == {
         "epochCount", "batchSize", "learningRate", "maxPromptLength", "inferenceMaxTokens",
         "trainingSamplePerPrompt", "reasoningEffort", "evalInterval"}  # RFTHyperParameters, every member
 
 
-@pytest.mark.parametrize("arg, says", [(["--reasoningEffort", "high"], "no reasoning mode"),
-                                       (["--reasoningEffort=low"], "no reasoning mode"),
-                                       (["--batchSize", "128"], "--batch-size N/G")])
-def test_names_without_an_equivalent_are_refused_before_training(arg, says, capsys):
-    assert train_main(arg) == 2
+def test_batch_size_has_no_equivalent_and_is_refused_before_training(capsys):
+    assert train_main(["--batchSize", "128"]) == 2
     err = capsys.readouterr().err
-    assert says in err and "docs/migration.md" in err
+    assert "--batch-size N/G" in err and "docs/migration.md" in err
+
+
+ANSWER = ReasoningConfig.answer_budget  # kept unless the job sets a completion size
+
+
+@pytest.mark.parametrize("argv, think", [(["--reasoningEffort", "low"], 256),
+                                         (["--reasoningEffort=medium"], 1024),
+                                         (["--reasoningEffort", "high"], 4096)])
+def test_reasoning_effort_turns_reasoning_on_with_its_think_budget(argv, think):
+    cfg = parse_train(argv)
+    assert (cfg.reasoning.mode, cfg.reasoning.think_budget, cfg.reasoning.answer_budget) == ("on", think, ANSWER)
+    assert cfg.sampling.max_new_tokens == think + ANSWER
+    assert think == EFFORT_BUDGETS[argv[-1].split("=")[-1]]
+
+
+@pytest.mark.parametrize("argv, think, answer", [
+    (["--inferenceMaxTokens", "512", "--reasoningEffort", "low"], 256, 256),  # the answer gets the rest
+    (["--reasoningEffort=medium", "--inferenceMaxTokens=512"], 512 - ANSWER, ANSWER),  # it keeps its default
+    (["--reasoningEffort", "high", "--sampling.max-new-tokens", "4096"], 4096 - ANSWER, ANSWER),
+])
+def test_reasoning_effort_shares_inference_max_tokens_with_the_answer(argv, think, answer):
+    cfg = parse_train(argv)
+    assert (cfg.reasoning.mode, cfg.reasoning.think_budget, cfg.reasoning.answer_budget) == ("on", think, answer)
+    assert cfg.sampling.max_new_tokens == think + answer
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--reasoningEffort", "extreme"], "--reasoningEffort 'extreme' is not one of Bedrock's levels: write "
+                                       "--reasoningEffort low, medium or high (docs/migration.md)"),
+    (["--reasoningEffort=minimal"], "write --reasoningEffort low, medium or high"),  # not a Bedrock level
+    (["--epochs", "2", "--reasoningEffort"], "--reasoningEffort needs a value: --reasoningEffort low|medium|high"),
+    (["--reasoningEffort", "low", "--inferenceMaxTokens", str(ANSWER)],
+     f"--inferenceMaxTokens {ANSWER} leaves no room to think"),
+])
+def test_a_reasoning_effort_rft_jax_cannot_take_is_refused_before_training(argv, says, capsys):
+    assert train_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rft-jax train: ") and says in err, err
 
 
 def test_an_alias_value_rft_jax_cannot_take_fails_like_its_own_flag():
     with pytest.raises(SystemExit) as exit_:
-        parse_train(["--inferenceMaxTokens", "8192"])  # the sampler's cache holds 4096
+        parse_train(["--inferenceMaxTokens", "0"])  # a completion of no tokens
     assert exit_.value.code == 2
 
 
@@ -88,7 +124,8 @@ def test_openai_job_maps_each_field_and_notes_the_rest():
     assert flags == {"--model.name": "m", "--data.train-file": "file-TrainAbc123.jsonl",
                      "--data.val-file": "file-ValDef456.jsonl", "--reward": "g.json", "--epochs": "2",
                      "--batch-size": "8", "--optimizer.learning-rate": "0.0001", "--evaluation.interval": "5",
-                     "--seed": "42", "--out-dir": "runs/word-problems"}
+                     "--reasoning.mode": "on", "--reasoning.think-budget": "1024", "--seed": "42",
+                     "--out-dir": "runs/word-problems"}
     notes = "\n".join(migration.notes)
     for said in ("o4-mini-2025-04-16", "/v1/files/file-TrainAbc123/content", "learning_rate_multiplier=1.5",
                  "eval_samples=3", "reasoning_effort=medium", "compute_multiplier: 'auto'"):
@@ -112,6 +149,7 @@ def test_migrate_writes_the_grader_and_prints_a_command_that_parses(tmp_path, mo
     assert (cfg.epochs, cfg.batch_size, cfg.seed, cfg.evaluation.interval) == (2, 8, 42, 5)
     assert cfg.optimizer.learning_rate == TrainConfig().optimizer.learning_rate  # the default, spelt out
     assert cfg.reward.name == "openai_grader" and cfg.data.val_file == "file-ValDef456.jsonl"
+    assert (cfg.reasoning.mode, cfg.reasoning.think_budget, cfg.sampling.max_new_tokens) == ("on", 1024, 1024 + ANSWER)
 
 
 @pytest.mark.parametrize("change, says", [
@@ -151,6 +189,9 @@ def move_hyperparameters_to_the_top(job: dict, value) -> None:
      "hyperparameters.eval_interval must be a whole number"),
     (lambda job: job["method"]["reinforcement"]["hyperparameters"].update(learning_rate_multiplier=-1),
      "learning_rate_multiplier must be a number above 0"),
+    (lambda job: job["method"]["reinforcement"]["hyperparameters"].update(reasoning_effort="extreme"),
+     "method.reinforcement.hyperparameters.reasoning_effort must be one of 'default', 'minimal', 'low', "
+     "'medium', 'high', got 'extreme'"),
     (lambda job: job.update(seed="42"), "seed must be a whole number"),
     (lambda job: job.update(training_file=17), "training_file must be an OpenAI file id"),
     (lambda job: job["method"]["reinforcement"]["grader"].update(type="endpoint"), "method.reinforcement.grader: "),
@@ -181,12 +222,31 @@ def test_a_job_without_a_training_file_gets_a_placeholder_and_a_note(tmp_path, m
     assert cfg.data.train_file == "TRAIN.jsonl" and cfg.data.val_file is None
 
 
-def test_one_message_says_what_reasoning_effort_becomes():
+@pytest.mark.parametrize("effort, think", [("low", 256), ("medium", 1024), ("default", 1024),
+                                           ("high", 4096)])
+def test_migrate_turns_reasoning_effort_into_reasoning_mode(effort, think, tmp_path, monkeypatch, capsys):
     job = openai_job()
+    job["method"]["reinforcement"]["hyperparameters"]["reasoning_effort"] = effort
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    monkeypatch.chdir(tmp_path)
+    assert migrate.main(["openai-job", "job.json"]) == 0
+    script = capsys.readouterr().out
+    cfg = parse_train(script_command(script))
+    assert (cfg.reasoning.mode, cfg.reasoning.think_budget, cfg.reasoning.answer_budget) == ("on", think, ANSWER)
+    assert cfg.sampling.max_new_tokens == think + ANSWER
+    note = next(line for line in script.splitlines() if line.startswith(f"# - reasoning_effort={effort}"))
+    for said in (f"think budget of {think} tokens", f"default {ANSWER} tokens", f"becomes {think + ANSWER}",
+                 "reads only the answer after </think>"):
+        assert said in note, note
+
+
+def test_minimal_reasoning_effort_keeps_reasoning_off():
+    job = openai_job()
+    job["method"]["reinforcement"]["hyperparameters"]["reasoning_effort"] = "minimal"
     migration, _ = migrate.migrate_openai_job(job, model="m", grader_path="g", default_lr=1e-4)
-    said = bedrock_names.NO_REASONING_MODE
-    assert f"reasoning_effort=medium: {said}" in migration.notes
-    assert said in bedrock_names.REFUSED["reasoningEffort"]
+    assert not any(flag.startswith("--reasoning.") for flag, _ in migration.flags)
+    assert any(note.startswith("reasoning_effort=minimal: a think budget of 0 tokens, so reasoning stays off")
+               for note in migration.notes)
 
 
 def script_command(script: str) -> list[str]:
@@ -301,6 +361,11 @@ def test_the_guide_runs_its_commands_and_parses_its_train_and_serve_lines(tmp_pa
     assert printed == shown
     cfg = parse_train(script_command(printed))
     assert cfg.reward.name == "openai_grader" and cfg.data.train_file == "docs/migration_examples/train.jsonl"
+    # The Bedrock example's --reasoningEffort low shares its --inferenceMaxTokens 512, as the guide says.
+    bedrock = next(c for c in guide_commands(text) if "--reasoningEffort" in c)
+    cfg = parse_train(command_words(bedrock)[2:])
+    assert (cfg.reasoning.mode, cfg.reasoning.think_budget, cfg.reasoning.answer_budget) == ("on", 256, 256)
+    assert "--reasoning.mode on --reasoning.think-budget 256 --reasoning.answer-budget 256" in " ".join(text.split())
 
 
 def test_the_guide_states_the_flags_the_slow_test_adds_and_they_make_a_small_run():

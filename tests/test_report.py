@@ -19,6 +19,8 @@ from rft_jax.evaluation import baseline_verdict, report, summarize_samples
 from rft_jax.monitoring import MetricsWriter, names
 
 STEPS = 80
+# The synthetic run is not in reasoning mode, so the reasoning panels have nothing to draw.
+LOGGED_PANELS = [p for p in report.PANELS if not p.key.startswith("reasoning")]
 PROMPTS = [f"What is {a} * {b}? End with ANSWER: <n>." for a, b in [(12, 7), (31, 4), (9, 9), (25, 16), (3, 44)]]
 
 
@@ -82,7 +84,7 @@ def test_report_has_every_section(built_report):
     page = built_report.read_text()
     for heading in ("Alarms", "Training curves", "Evaluation", "Examples"):
         assert f">{heading}</h2>" in page
-    assert page.count("<img ") == len(report.PANELS)  # every panel had data
+    assert page.count("<img ") == len(LOGGED_PANELS)  # every panel had data
     assert "truncation" in page and "raise max_new_tokens" in page
     assert "Ready for RFT" in page or "SFT first" in page  # the base verdict is shown
     assert "&lt;b&gt;74&lt;/b&gt;" in page  # model output is escaped, never rendered as HTML
@@ -93,7 +95,7 @@ def test_report_has_every_section(built_report):
 
 def test_pngs_saved_beside_the_html(built_report):
     pngs = sorted(p.name for p in built_report.parent.glob("*.png"))
-    assert pngs == sorted(f"{p.key}.png" for p in report.PANELS)
+    assert pngs == sorted(f"{p.key}.png" for p in LOGGED_PANELS)
 
 
 def test_eval_order_and_pairing(built_report):
@@ -169,7 +171,7 @@ def test_report_renders_in_headless_chromium(chromium, built_report, tmp_path):
     assert dom.returncode == 0, dom.stderr[-2000:]
     for heading in ("Alarms", "Training curves", "Evaluation", "Examples"):
         assert f">{heading}</h2>" in dom.stdout
-    assert dom.stdout.count("<img ") == len(report.PANELS)
+    assert dom.stdout.count("<img ") == len(LOGGED_PANELS)
     assert not PAGE_ERRORS.search(dom.stderr), dom.stderr[-2000:]
 
     shot_path = tmp_path / "report.png"

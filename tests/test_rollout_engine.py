@@ -228,7 +228,7 @@ def test_a_stop_string_cuts_the_tokens_logprobs_and_loss_mask_not_only_the_text(
         logprobs[0, g, :len(ids)] = -0.1 * np.arange(1, len(ids) + 1)
     lengths = np.array([[len(ids) for ids, _ in rows]], np.int32)
     rollout = Rollout(tokens, logprobs, np.arange(8) < lengths[..., None], lengths,
-                      np.array([[eos for _, eos in rows]]))
+                      np.array([[eos for _, eos in rows]]), np.zeros((1, 4, 8), bool))
     completions = decode_rollout(_WordTokenizer(), rollout, stops=("\n###",))[0]
     assert [c.token_ids for c in completions] == [[10, 11, 12, 13, 14, 15], rows[1][0], [10, 13, 1], [13, 14, 15]]
     assert [c.finish_reason for c in completions] == ["stop", "length", "stop", "stop"]

@@ -8,6 +8,12 @@ docs/monitoring.md) that `rft-jax report` reads.
 orbax checkpoint (best, else latest; or one checkpoints/KIND/STEP folder) on the
 base model its config.json names, with LoRA merged as export does, so it scores
 exactly like the run's export/model.
+
+`--reasoning.mode on` evaluates in reasoning mode (docs/reasoning.md): the model
+thinks within `--reasoning.think-budget` tokens, then answers, the scorers read
+the answer, and the `reasoning/*` metrics are printed and written. The two
+budgets decide the completion budget. A --checkpoint run's config.json
+reasoning section is the default; --reasoning.* flags override it.
 """
 
 from __future__ import annotations
@@ -18,6 +24,10 @@ import sys
 from pathlib import Path
 
 import tyro
+
+from rft_jax.data.reasoning import ReasoningConfig, plan_reasoning
+
+DEFAULT_MAX_NEW_TOKENS = 128
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,8 +44,9 @@ class EvalOptions:
     """Run directory of `rft-jax train`/`sft` (its best, else latest, checkpoint) or a RUN/checkpoints/KIND/STEP."""
     reward: tyro.conf.UseAppendAction[tuple[str, ...]] = ()
     """Reward spec (repeatable; the first is the main score). Default: math_answer."""
-    max_new_tokens: int = 128
-    """Tokens sampled per completion at most."""
+    max_new_tokens: int | None = None
+    """Tokens sampled per completion at most (default 128). With reasoning on it is think_budget +
+    answer_budget: leave it out, or give that sum."""
     temperature: float = 0.0
     """0 = greedy."""
     samples: int = 1
@@ -44,6 +55,43 @@ class EvalOptions:
     """Write the eval JSON here."""
     name: str = "eval"
     """The evaluation's name in the eval JSON (and in `rft-jax report`)."""
+    reasoning: ReasoningConfig = ReasoningConfig()
+    """Think within a budget, then answer (docs/reasoning.md). Default: a --checkpoint run's own setting."""
+
+
+def completion_budget(max_new_tokens: int | None, reasoning: ReasoningConfig) -> int:
+    """Tokens per completion: the flag, or with reasoning on the two budgets (a different flag is refused)."""
+    if not reasoning.enabled:
+        return DEFAULT_MAX_NEW_TOKENS if max_new_tokens is None else max_new_tokens
+    budget = reasoning.completion_budget
+    if max_new_tokens not in (None, budget):
+        raise ValueError(f"with reasoning on the completion budget is reasoning.think_budget + answer_budget = "
+                         f"{budget} tokens, but --max-new-tokens is {max_new_tokens}: set the two budgets and "
+                         "leave --max-new-tokens out")
+    return budget
+
+
+def run_reasoning(run_dir: Path) -> ReasoningConfig | None:
+    """The reasoning section of a run's config.json; None when it has none (SFT runs, older runs)."""
+    file = run_dir / "config.json"
+    section = json.loads(file.read_text()).get("reasoning") if file.is_file() else None
+    if not isinstance(section, dict):
+        return None
+    known = {f.name for f in dataclasses.fields(ReasoningConfig)}
+    return ReasoningConfig(**{k: v for k, v in section.items() if k in known})
+
+
+def with_run_reasoning(args: EvalOptions, argv: list[str]) -> EvalOptions:
+    """`args` with a --checkpoint run's reasoning setting under the command line's --reasoning.* flags."""
+    from rft_jax.checkpoint.store import find_checkpoint  # noqa: PLC0415 (orbax: keeps --help fast)
+
+    run_dir = find_checkpoint(args.checkpoint).run_dir
+    reasoning = run_reasoning(run_dir)
+    if reasoning is None:
+        return args
+    args = tyro.cli(EvalOptions, args=argv, default=EvalOptions(data=args.data, reasoning=reasoning))
+    print(f"reasoning: mode {args.reasoning.mode} (the run's {run_dir / 'config.json'}, then the flags)")
+    return args
 
 
 def load_policy(model: str | None, checkpoint: str | None, command: str) -> tuple[str, object, dict, dict] | None:
@@ -88,6 +136,12 @@ def main(argv: list[str]) -> int:
         print("rft-jax eval: --checkpoint brings its own adapters; drop --adapter (or evaluate RUN/export/adapter "
               "with --model BASE --adapter instead of --checkpoint)", file=sys.stderr)
         return 2
+    try:  # flag errors before the model loads (a CheckpointError is a ValueError)
+        args = with_run_reasoning(args, argv) if args.checkpoint else args
+        max_new_tokens = completion_budget(args.max_new_tokens, args.reasoning)
+    except ValueError as err:
+        print(f"rft-jax eval: {err}", file=sys.stderr)
+        return 2
 
     import jax  # noqa: PLC0415 (keeps --help fast)
 
@@ -102,9 +156,10 @@ def main(argv: list[str]) -> int:
         return 2
     model, cfg, params, source = loaded
     tokenizer = load_tokenizer(model)
-    try:
+    try:  # always a plan: with reasoning off a native template (Qwen3's) still gets enable_thinking=False
+        plan = plan_reasoning(args.reasoning, tokenizer)
         examples = load_eval_set(args.data, tokenizer)
-    except (DatasetError, OSError) as err:  # user errors: a message, not a traceback
+    except (DatasetError, OSError, ValueError) as err:  # user errors: a message, not a traceback
         print(f"rft-jax eval: {err}", file=sys.stderr)
         return 2
     if not examples:
@@ -117,8 +172,8 @@ def main(argv: list[str]) -> int:
         lora, lora_cfg = load_peft_adapter(args.adapter, cfg)
         scale = lora_cfg.scale
     result = evaluate(params, cfg, tokenizer, examples, scorers, key=jax.random.key(0),
-                      max_new_tokens=args.max_new_tokens, lora=lora, lora_scale=scale,
-                      temperature=args.temperature, num_samples=args.samples)
+                      max_new_tokens=max_new_tokens, lora=lora, lora_scale=scale,
+                      temperature=args.temperature, num_samples=args.samples, reasoning=plan)
     width = max(len(k) for k in result.metrics)
     for k, v in result.metrics.items():
         print(f"{k:<{width}}  {v:.4f}")

@@ -15,7 +15,8 @@ from typing import Any
 
 import tyro
 
-from rft_jax.cli.bedrock_names import NO_REASONING_MODE
+from rft_jax.cli.bedrock_names import reasoning_budgets
+from rft_jax.data.reasoning import EFFORT_BUDGETS, ReasoningConfig
 
 AUTO = "auto"
 WHOLE = ("n_epochs", "batch_size", "eval_interval", "eval_samples")
@@ -23,6 +24,10 @@ WHOLE = ("n_epochs", "batch_size", "eval_interval", "eval_samples")
 MULTIPLIERS = ("learning_rate_multiplier", "compute_multiplier")
 """Hyperparameters that scale something: numbers above 0."""
 TRAIN_PLACEHOLDER = "TRAIN.jsonl"
+EFFORTS = ("default", *EFFORT_BUDGETS)
+"""reasoning_effort levels: OpenAI's (default, low, medium, high), and minimal, which EFFORT_BUDGETS also maps."""
+DEFAULT_EFFORT = "medium"
+"""What OpenAI's 'default' level is: OpenAI's reasoning models before gpt-5.1 default to medium effort."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +89,9 @@ def hyperparameters(job: dict, reinforcement: dict) -> tuple[dict, list[str]]:
             raise ValueError(f"{where}.{key} must be a whole number of at least 1 or \"auto\", got {value!r}")
         if key in MULTIPLIERS and not (number and value > 0):
             raise ValueError(f"{where}.{key} must be a number above 0 or \"auto\", got {value!r}")
+        if key == "reasoning_effort" and value not in EFFORTS:
+            raise ValueError(f"{where}.reasoning_effort must be one of {', '.join(map(repr, EFFORTS))}, "
+                             f"got {value!r}")
     return given, sorted(k for k, v in hyper.items() if v == AUTO)
 
 
@@ -132,6 +140,8 @@ def migrate_openai_job(job: dict, *, model: str, grader_path: str, train_file: s
            "absolute equivalent: tune --optimizer.learning-rate on the validation reward" if multiplier else ""))
     if "eval_interval" in given:
         out.flags.append(("--evaluation.interval", str(given["eval_interval"])))
+    if "reasoning_effort" in given:
+        reasoning(out, given["reasoning_effort"])
     if seed is not None:
         out.flags.append(("--seed", str(seed)))
     if job.get("suffix"):
@@ -142,11 +152,27 @@ def migrate_openai_job(job: dict, *, model: str, grader_path: str, train_file: s
     if "compute_multiplier" in given:
         out.notes.append(f"compute_multiplier={given['compute_multiplier']}: no equivalent; the nearest knob is "
                          "--sampling.samples-per-prompt (more responses per prompt explore more)")
-    if "reasoning_effort" in given:
-        out.notes.append(f"reasoning_effort={given['reasoning_effort']}: {NO_REASONING_MODE}")
     if left_auto:
         out.notes.append(f"{', '.join(left_auto)}: 'auto', so rft_jax's defaults apply")
     return out, checked_grader(reinforcement["grader"])
+
+
+def reasoning(migration: Migration, effort: str) -> None:
+    """reasoning_effort as reasoning mode with that level's think budget (EFFORT_BUDGETS), and a note on it."""
+    level = DEFAULT_EFFORT if effort == "default" else effort
+    said = f"reasoning_effort={effort}" + (f" ({level}, OpenAI's default level)" if level != effort else "")
+    if not EFFORT_BUDGETS[level]:
+        migration.notes.append(f"{said}: a think budget of 0 tokens, so reasoning stays off (rft_jax's default) "
+                               "and the policy answers directly")
+        return
+    think, answer = reasoning_budgets(level)
+    migration.flags += [("--reasoning.mode", "on"), ("--reasoning.think-budget", str(think))]
+    cut = (f", {EFFORT_BUDGETS[level]} less the answer's {answer} so the completion fits rft_jax's limit"
+           if think < EFFORT_BUDGETS[level] else "")
+    migration.notes.append(
+        f"{said}: reasoning mode with a think budget of {think} tokens{cut}; the job sets no completion size, so "
+        f"the answer keeps its default {answer} tokens and the completion budget (--sampling.max-new-tokens) "
+        f"becomes {think + answer}; the reward then reads only the answer after {ReasoningConfig.close_tag}")
 
 
 def checked_grader(grader: dict) -> dict:

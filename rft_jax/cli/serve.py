@@ -5,6 +5,32 @@
 Endpoints: POST /v1/chat/completions (streaming and not), GET /v1/models,
 GET /health. Bound to 127.0.0.1 unless --host says otherwise; with
 --token-env NAME every request must carry `Authorization: Bearer $NAME`.
+
+Reasoning (`--reasoning.mode on`, rft_jax/data/reasoning.py): the model thinks
+between the tags, then answers. Prompts are rendered as training renders them
+(Qwen3's `enable_thinking`, else an instruction and an opened tag); with the
+mode off a native template is rendered with thinking switched off.
+
+    rft-jax serve --model path/to/Qwen3-0.6B --reasoning.mode on --reasoning.think-budget 1024
+
+- `choices[i].message.reasoning_content` is the thinking and `content` the
+  answer after the closing tag (the tag is in neither); streamed, the chunks
+  carry `delta.reasoning_content`, then `delta.content`. A completion that
+  never closes its thinking (it ended, or hit a stop string, inside it) has
+  content "". `usage.completion_tokens_details.reasoning_tokens` counts the
+  thinking tokens. With the mode off there is no `reasoning_content`.
+- Think budget per request: `max_reasoning_tokens` (an integer >= 0; 0 closes
+  the thinking at once), or `reasoning_effort` ("minimal" 0, "low" 256,
+  "medium" 1024, "high" 4096 tokens), else --reasoning.think-budget. Giving
+  both is refused (400), as is either with the mode off. At the budget the
+  server writes the closing tag and --reasoning.answer-cue in place of sampled
+  tokens, and the model reads them and answers.
+- `max_tokens` limits the answer (the forced tag included, so it must exceed
+  the tag's tokens), not the thinking; without it the answer gets
+  --reasoning.answer-budget. An effort level or the
+  server's budget is cut to the context the answer leaves; an explicit
+  max_reasoning_tokens that does not fit is refused (400).
+- Stop strings apply to the whole text, thinking included.
 """
 
 from __future__ import annotations
@@ -14,6 +40,8 @@ import os
 import sys
 
 import tyro
+
+from rft_jax.data.reasoning import ReasoningConfig, plan_reasoning
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +64,8 @@ class ServeOptions:
     """Sequences decoded together (continuous batching)."""
     max_context: int = 1024
     """Tokens per sequence, prompt plus completion."""
+    reasoning: ReasoningConfig = ReasoningConfig()
+    """Reasoning mode: think within a budget, then answer (see the reasoning fields above)."""
 
 
 def main(argv: list[str]) -> int:
@@ -53,8 +83,13 @@ def main(argv: list[str]) -> int:
     from rft_jax.serving.loading import load_served_model  # noqa: PLC0415
 
     served = load_served_model(args.model, args.adapter, slots=args.slots, max_context=args.max_context)
+    try:
+        plan = plan_reasoning(args.reasoning, served.tokenizer)
+    except ValueError as err:
+        print(f"rft-jax serve: {err}", file=sys.stderr)
+        return 2
     name = args.served_name or served.name
-    app = make_app(served.engine.start(), served.tokenizer, name, token=token)
+    app = make_app(served.engine.start(), served.tokenizer, name, token=token, reasoning=plan)
     print(f"rft-jax serve: {name} on http://{args.host}:{args.port}/v1 ({args.slots} slots x "
           f"{args.max_context} tokens)", file=sys.stderr)
     try:

@@ -8,17 +8,34 @@ truncation and length percentiles; then a verdict with reasons and the next step
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, NamedTuple
+
 import jax
 import numpy as np
 
+if TYPE_CHECKING:
+    from rft_jax.data.reasoning import ReasoningPlan
+    from rft_jax.evaluation import EvalSummary, Verdict
+    from rft_jax.evaluation.evaluate import EvalResult
+
+
+class Baseline(NamedTuple):
+    summary: EvalSummary  # of the k samples per prompt
+    verdict: Verdict
+    greedy: EvalResult  # its samples go into the eval JSON
+    sampled: EvalResult  # the k samples: in reasoning mode their reasoning/* metrics are what training will see
+
 
 def baseline(params, cfg, tokenizer, examples, scorer, *, samples: int, max_new_tokens: int, temperature: float,
-             success_threshold: float, dtype, key: jax.Array):
-    """(EvalSummary, Verdict, greedy EvalResult) for a model on examples."""
+             success_threshold: float, dtype, key: jax.Array, reasoning: ReasoningPlan | None = None) -> Baseline:
+    """The k-sample summary, its verdict, and both passes of a model on examples.
+
+    `reasoning`: a `ReasoningPlan`; both passes render, sample and score as reasoning mode does.
+    """
     from rft_jax.evaluation import baseline_verdict, summarize_samples  # noqa: PLC0415
     from rft_jax.evaluation.evaluate import evaluate  # noqa: PLC0415
 
-    common = dict(scorers={"reward": scorer}, key=key, max_new_tokens=max_new_tokens, dtype=dtype)
+    common = dict(scorers={"reward": scorer}, key=key, max_new_tokens=max_new_tokens, dtype=dtype, reasoning=reasoning)
     greedy = evaluate(params, cfg, tokenizer, examples, **common)
     sampled = evaluate(params, cfg, tokenizer, examples, temperature=temperature, num_samples=samples, **common)
     rows = sampled.per_example
@@ -29,5 +46,4 @@ def baseline(params, cfg, tokenizer, examples, scorer, *, samples: int, max_new_
         lengths_PxG=[r["lengths"] for r in rows], truncated_PxG=[r["truncated"] for r in rows],
         format_ok_PxG=None if np.isnan(fmt).all() else np.nan_to_num(fmt) > 0.5,
         errors_PxG=[r["errors"] for r in rows])
-    return summary, baseline_verdict(summary), greedy
-
+    return Baseline(summary, baseline_verdict(summary), greedy, sampled)

@@ -15,7 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from rft_jax.data.example import message_text
-from rft_jax.rollout.engine import prompt_ids
+from rft_jax.data.reasoning import ReasoningPlan, split_reasoning
+from rft_jax.rollout.engine import budget_forcing, prompt_ids, reasoned_episode
+from rft_jax.rollout.episode import Episode
+from rft_jax.rollout.metrics import reasoning_metrics
 from rft_jax.sampling import SamplingParams, decode_rollout, generate_ids
 
 
@@ -39,42 +42,59 @@ def _batches(items, size):
 def evaluate(params: dict, cfg, tokenizer, examples, scorers: dict, *, key: jax.Array, max_new_tokens: int,
              lora=None, lora_scale: float = 1.0, dtype=jnp.float32, temperature: float = 0.0,
              num_samples: int = 1, batch_size: int = 64, breakdown_fields: tuple[str, ...] = ("level", "difficulty"),
-             progress=None, mesh=None) -> EvalResult:
+             progress=None, mesh=None, reasoning: ReasoningPlan | None = None) -> EvalResult:
     """Scores (greedy by default) completions of every example with every scorer.
 
     `scorers` maps a name to a scorer; the first one is the main reward. Metrics:
     `<name>/mean` for each scorer, `pass@1` (main score >= 1 on the first sample),
     `response_length/mean`, `response_length/clip_ratio`. `mesh`: where to
-    sample (default: the mesh the parameters live on).
+    sample (default: the mesh the parameters live on). `reasoning`: render,
+    sample and score as reasoning mode does (the scorers read the answer), and
+    add the `reasoning/*` metrics; each sample then carries its `thinking`.
     """
     if not examples:  # every metric would be a mean of nothing (NaN); callers skip an empty split
         raise ValueError("nothing to evaluate: no examples")
     sampling = SamplingParams(temperature=temperature)
     per_example: list[dict] = []
     samples: list[dict] = []
+    episodes: list[Episode] = []
     for i, chunk in enumerate(_batches(list(examples), batch_size)):
-        ids = prompt_ids(tokenizer, chunk)
+        ids = prompt_ids(tokenizer, chunk, reasoning)
         rollout, _, _ = generate_ids(params, cfg, ids, jax.random.fold_in(key, i), sampling=sampling,
                                      num_samples=num_samples, max_new_tokens=max_new_tokens,
                                      eos_ids=tokenizer.eos_ids, pad_id=tokenizer.pad_id, lora=lora,
-                                     lora_scale=lora_scale, dtype=dtype, mesh=mesh)
+                                     lora_scale=lora_scale, dtype=dtype, mesh=mesh, forcing=budget_forcing(reasoning))
         completions = decode_rollout(tokenizer, rollout)
+        chunk_episodes = [[reasoned_episode(Episode.single_turn(ex, prompt, c.token_ids, c.logprobs, policy_version=0,
+                                                                finish_reason=c.finish_reason, text=c.text,
+                                                                forced=c.forced), reasoning) for c in row]
+                          for ex, prompt, row in zip(chunk, ids, completions)]
+        episodes.extend(e for row in chunk_episodes for e in row)
         flat_ex = [ex for ex in chunk for _ in range(num_samples)]
-        flat_text = [c.text for row in completions for c in row]
+        flat_text = [e.text for row in chunk_episodes for e in row]
         scores = {name: s.score_batch(flat_ex, flat_text) for name, s in scorers.items()}
         main = next(iter(scores))
+        # The main reward is the training reward: a malformed reasoning answer loses malformed_penalty there too.
+        penalty = reasoning.config.malformed_penalty if reasoning is not None and reasoning.enabled else 0.0
         for j, ex in enumerate(chunk):
             row = {name: [scores[name][j * num_samples + g].score for g in range(num_samples)] for name in scorers}
+            row[main] = [v - (0.0 if e.well_formed else penalty) for v, e in zip(row[main], chunk_episodes[j])]
             lengths = [len(c.token_ids) for c in completions[j]]
             truncated = [c.finish_reason == "length" for c in completions[j]]
             results = [scores[main][j * num_samples + g] for g in range(num_samples)]
             per_example.append({"ex": ex, "scores": row, "lengths": lengths, "truncated": truncated,
                                 "errors": [r.error is not None for r in results],
                                 "format_ok": [_format_ok(r) for r in results]})
-            first = scores[main][j * num_samples]
-            samples.append({"id": ex.id, "prompt": message_text(ex.prompt_messages[-1]),
-                            "completion": completions[j][0].text, "reward": first.score,
-                            "components": dict(first.components), "error": first.error})
+            first, episode = scores[main][j * num_samples], chunk_episodes[j][0]
+            sample = {"id": ex.id, "prompt": message_text(ex.prompt_messages[-1]),
+                      "completion": completions[j][0].text, "reward": row[main][0],
+                      "components": dict(first.components), "error": first.error}
+            if episode.thinking is not None:  # the answer shown, with its thinking beside it (not twice)
+                sample.update(completion=split_reasoning(completions[j][0].text, reasoning.config.open_tag,
+                                                         reasoning.config.close_tag).answer,
+                              thinking=episode.thinking, well_formed=episode.well_formed,
+                              think_tokens=episode.think_tokens)
+            samples.append(sample)
         if progress is not None:
             progress(len(per_example))
     main = next(iter(scorers))
@@ -85,6 +105,7 @@ def evaluate(params: dict, cfg, tokenizer, examples, scorers: dict, *, key: jax.
         metrics[f"pass@{num_samples}"] = float(np.mean([max(e["scores"][main]) >= 1.0 for e in per_example]))
     metrics["response_length/mean"] = float(np.mean([n for e in per_example for n in e["lengths"]]))
     metrics["response_length/clip_ratio"] = float(np.mean([t for e in per_example for t in e["truncated"]]))
+    metrics.update(reasoning_metrics(episodes))
     by_field: dict[str, dict[str, dict[str, float]]] = {}
     for field in breakdown_fields:
         groups = defaultdict(list)

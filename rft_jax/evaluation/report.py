@@ -27,7 +27,7 @@ from rft_jax.monitoring.writer import ALARMS_FILE, METRICS_FILE
 REPORT_FILE = "report.html"
 # Metrics listed first, in this order, in the evaluation table; the rest follow sorted.
 EVAL_METRIC_ORDER = ("greedy/pass@1", "pass@1", "reward/mean", "reward/std", "prompts/any_success_frac", "prompts/constant_frac")
-_PERCENT_HINTS = ("pass@", "_frac", "compliance", "clip_ratio", "errors")
+_PERCENT_HINTS = ("pass@", "_frac", "_rate", "compliance", "clip_ratio", "errors")
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,7 @@ def _eval_table(evals: list[EvalResult]) -> str:
     present = {k for e in evals for k in e.metrics}
     keys = [k for k in EVAL_METRIC_ORDER if k in present]
     keys += sorted((k for k in present - set(keys) if re.fullmatch(r"pass@\d+", k)), key=lambda k: int(k[5:]))
+    keys += [k for k in names.REASONING if k in present]  # reasoning mode only
     keys += sorted(present - set(keys))
     show_delta = len(evals) >= 2
     head = "".join(f"<th>{_esc(e.name)}{f' (step {e.step})' if e.step is not None else ''}</th>" for e in evals)
@@ -154,6 +155,19 @@ def _verdicts(evals: list[EvalResult]) -> str:
     return "".join(parts)
 
 
+def _completion(sample: dict) -> str:
+    """The answer; in reasoning mode its thinking collapsed under it, and a mark when it never closed."""
+    answer = f"<pre>{_esc(sample.get('completion', ''))}</pre>"
+    if "thinking" not in sample:
+        return answer
+    tokens = sample.get("think_tokens")
+    summary = f"thinking ({tokens} tokens)" if tokens is not None else "thinking"
+    mark = ("" if sample.get("well_formed", True) else
+            "<p class='malformed'>malformed: the thinking never closed, so there is no answer</p>")
+    return (f"{mark}{answer}<details class='thinking'><summary>{summary}</summary>"
+            f"<pre>{_esc(sample['thinking'])}</pre></details>")
+
+
 def _examples(evals: list[EvalResult], limit: int) -> str:
     if len(evals) < 2:
         return "<p class='muted'>Side-by-side examples need two evaluations with samples (e.g. eval_base.json and eval_final.json).</p>"
@@ -166,9 +180,9 @@ def _examples(evals: list[EvalResult], limit: int) -> str:
         blocks.append(
             f"<div class='example'><div class='prompt'><b>Prompt</b><pre>{_esc(b.get('prompt', ''))}</pre></div>"
             f"<div class='pair'><div><b>{_esc(before.name)}</b> <span class='reward'>reward {format_value('', b.get('reward'))}</span>"
-            f"<pre>{_esc(b.get('completion', ''))}</pre></div>"
+            f"{_completion(b)}</div>"
             f"<div><b>{_esc(after.name)}</b> <span class='reward'>reward {format_value('', a.get('reward'))}</span>"
-            f"<pre>{_esc(a.get('completion', ''))}</pre></div></div></div>"
+            f"{_completion(a)}</div></div></div>"
         )
     return "".join(blocks)
 
@@ -202,6 +216,8 @@ table.alarms td, table.alarms th { text-align: left; } table.alarms { background
 .pair { display: grid; grid-template-columns: 1fr 1fr; gap: 0.8em; }
 pre { white-space: pre-wrap; word-break: break-word; background: #f7f7f7; padding: 0.5em; margin: 0.3em 0; font-size: 0.85em; max-height: 24em; overflow: auto; }
 .reward { color: #666; font-size: 0.85em; }
+details.thinking summary { color: #666; font-size: 0.85em; cursor: pointer; } details.thinking pre { background: #fbfbf3; }
+.malformed { color: #b03a2e; font-size: 0.85em; font-weight: 600; margin: 0.3em 0; }
 """
 
 

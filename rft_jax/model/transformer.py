@@ -10,12 +10,16 @@ Two entry points share every block:
   the sampler's decode loop, so the prompt is run once per group in both
   sampling and training (exact, not an approximation).
 
+Completions longer than `LONG_COMPLETION` tokens attend in blocks of queries
+(`_blockwise_attention`), so no [C, C] scores exist in either pass.
+
 Layers are stacked on a leading axis and run with `lax.scan`, so compile time
 does not grow with depth; only the decode step runs per-layer lists (see there).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -133,21 +137,46 @@ def sequence_forward(params: dict, cfg: ModelConfig, tokens_BxT: jax.Array, mask
     return x, kv
 
 
-def _branch_attention(cfg, dtype, q_BxGxCxHxK, k_BxGxCxJxK, v_BxGxCxJxK, prefix_kv, prefix_mask_BxP):
-    """Each continuation token attends over its prompt (shared by the G branches) and, causally, its own branch.
+LONG_COMPLETION = 1024
+"""Completions longer than this attend in blocks of queries (`_blockwise_attention`): the scores of
+all C x C pairs are [B, G, H, C, C] float32, for 8 SmolLM2 completions 4.5 GiB a layer at 4k tokens and
+72 GiB at 16k. Shorter ones keep the one-block path, whose numbers the blockwise one matches to float32
+rounding."""
+
+SCORE_BLOCK_BYTES = 1 << 29
+"""float32 scores one query block may hold (512 MiB): sets the block's rows (`attention_query_block`)."""
+
+MIN_QUERY_BLOCK = 16  # fewer rows than this leave the matmuls too thin to be worth the loop
+
+
+def attention_query_block(b: int, g: int, h: int, p: int, c: int) -> int | None:
+    """Query rows per block of the branch attention of B x G completions of C tokens after P prompt slots,
+    or None for the one-block path (C <= LONG_COMPLETION).
+
+    The largest power of two, at most LONG_COMPLETION, whose float32 scores against the P + C keys fit
+    SCORE_BLOCK_BYTES (and at least MIN_QUERY_BLOCK): a fixed block would make the memory grow with B*G*C.
+    """
+    if c <= LONG_COMPLETION:
+        return None
+    rows = max(1, SCORE_BLOCK_BYTES // (4 * b * g * h * (p + c)))
+    return max(MIN_QUERY_BLOCK, min(LONG_COMPLETION, 1 << (rows.bit_length() - 1)))
+
+
+def _attention_block(cfg, dtype, q_BxGxCxJxQxK, k_BxGxSxJxK, v_BxGxSxJxK, prefix_kv, prefix_mask_BxP, q_offset):
+    """Attention of C scaled queries, at branch positions q_offset.., over the prompt and, causally, the S keys
+    of their own branch; outputs [B, G, C, J, Q, K].
 
     One softmax over both parts as two partial ones (a shared max, summed
     denominators), with the scores kept in the layouts their matmuls produce:
     concatenating [prompt | branch] scores and slicing the weights back apart
     copied the largest arrays of the layer several times in each pass.
     """
-    b, g, c = q_BxGxCxHxK.shape[:3]
-    j, kd = cfg.num_kv_heads, cfg.head_dim
-    q6 = q_BxGxCxHxK.reshape(b, g, c, j, cfg.num_heads // j, kd) * kd**-0.5
-    s_prefix = mixed_einsum("bgcjqk,bpjk->bjgcqp", q6, prefix_kv.k, dtype)
+    c, s = q_BxGxCxJxQxK.shape[2], k_BxGxSxJxK.shape[2]
+    s_prefix = mixed_einsum("bgcjqk,bpjk->bjgcqp", q_BxGxCxJxQxK, prefix_kv.k, dtype)
     s_prefix = s_prefix + jnp.where(prefix_mask_BxP, 0.0, _MASKED)[:, None, None, None, None, :]
-    s_own = mixed_einsum("bgcjqk,bgsjk->bgjcqs", q6, k_BxGxCxJxK, dtype)
-    s_own = s_own + jnp.where(jnp.tril(jnp.ones((c, c), bool)), 0.0, _MASKED)[:, None, :]
+    s_own = mixed_einsum("bgcjqk,bgsjk->bgjcqs", q_BxGxCxJxQxK, k_BxGxSxJxK, dtype)
+    causal_CxS = (q_offset + jnp.arange(c))[:, None] >= jnp.arange(s)[None, :]
+    s_own = s_own + jnp.where(causal_CxS, 0.0, _MASKED)[:, None, :]
     # The max only shifts the exponent (the softmax does not depend on it), so no gradient flows through it.
     m_own = jnp.maximum(s_prefix.max(-1).transpose(0, 2, 1, 3, 4), s_own.max(-1))  # [B, G, J, C, Q]
     m_own = jax.lax.stop_gradient(m_own)
@@ -155,9 +184,83 @@ def _branch_attention(cfg, dtype, q_BxGxCxHxK, k_BxGxCxJxK, v_BxGxCxJxK, prefix_
     e_own = jnp.exp(s_own - m_own[..., None])
     denominator = e_prefix.sum(-1).transpose(0, 2, 1, 3, 4) + e_own.sum(-1)  # [B, G, J, C, Q]
     o_prefix = mixed_einsum("bjgcqp,bpjk->bgjcqk", e_prefix, prefix_kv.v, dtype)
-    o_own = mixed_einsum("bgjcqs,bgsjk->bgjcqk", e_own, v_BxGxCxJxK, dtype)
+    o_own = mixed_einsum("bgjcqs,bgsjk->bgjcqk", e_own, v_BxGxSxJxK, dtype)
     o = (o_prefix + o_own) / denominator[..., None]  # [B, G, J, C, Q, K]
-    return o.transpose(0, 1, 3, 2, 4, 5).reshape(b, g, c, cfg.num_heads * kd)
+    return o.transpose(0, 1, 3, 2, 4, 5)
+
+
+def _query_blocks(x_BxGxCx_, rows: int) -> jax.Array:
+    """[N, B, G, rows, ...]: the C axis zero-padded to N whole blocks, blocks first."""
+    b, g, c = x_BxGxCx_.shape[:3]
+    n = -(-c // rows)
+    padded = jnp.pad(x_BxGxCx_, ((0, 0), (0, 0), (0, n * rows - c)) + ((0, 0),) * (x_BxGxCx_.ndim - 3))
+    return jnp.moveaxis(padded.reshape(b, g, n, rows, *x_BxGxCx_.shape[3:]), 2, 0)
+
+
+def _from_query_blocks(x_NxBxGxRx_, c: int) -> jax.Array:
+    """The inverse of `_query_blocks`: [B, G, C, ...], padding rows dropped."""
+    n, b, g, rows = x_NxBxGxRx_.shape[:4]
+    return jnp.moveaxis(x_NxBxGxRx_, 0, 2).reshape(b, g, n * rows, *x_NxBxGxRx_.shape[4:])[:, :, :c]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _blockwise_attention(cfg, dtype, rows: int, q6, k, v, prefix_kv, prefix_mask_BxP):
+    """`_attention_block` over blocks of `rows` queries in turn, so that only one block's [rows, P + C]
+    scores exist at a time, in both passes: the backward pass recomputes each block's scores from the
+    saved inputs (a custom VJP, as flash attention does). `jax.checkpoint` on the blocks did not hold: under
+    the CPU layer policy (`layer_checkpoint`, which saves every matmul output) the blocks' scores were saved
+    all the same, [C, C] again.
+
+    Every block reads all C keys (those after it masked), as the one-block path does; skipping them would
+    halve the attention FLOPs but needs per-block key counts, which a `lax.map` cannot vary.
+    """
+    def one(args):
+        i, q_block = args
+        return _attention_block(cfg, dtype, q_block, k, v, prefix_kv, prefix_mask_BxP, i * rows)
+
+    blocks = _query_blocks(q6, rows)
+    return _from_query_blocks(jax.lax.map(one, (jnp.arange(blocks.shape[0]), blocks)), q6.shape[2])
+
+
+def _blockwise_attention_fwd(cfg, dtype, rows, q6, k, v, prefix_kv, prefix_mask_BxP):
+    out = _blockwise_attention(cfg, dtype, rows, q6, k, v, prefix_kv, prefix_mask_BxP)
+    return out, (q6, k, v, prefix_kv, prefix_mask_BxP)
+
+
+def _blockwise_attention_bwd(cfg, dtype, rows, res, g_BxGxCxJxQxK):
+    """Block by block: the block's VJP gives its queries' gradient, and its share of the keys' and values'
+    gradients, summed over the blocks in float32."""
+    q6, k, v, prefix_kv, prefix_mask_BxP = res
+    kv = (k, v, prefix_kv)
+
+    def body(acc, args):
+        i, q_block, g_block = args
+        attend = lambda q, kv: _attention_block(cfg, dtype, q, *kv, prefix_mask_BxP, i * rows)  # noqa: E731
+        dq, dkv = jax.vjp(attend, q_block, kv)[1](g_block)
+        return jax.tree.map(lambda a, d: a + d.astype(jnp.float32), acc, dkv), dq
+
+    zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, jnp.float32), kv)
+    q_blocks, g_blocks = _query_blocks(q6, rows), _query_blocks(g_BxGxCxJxQxK, rows)
+    dkv, dq_blocks = jax.lax.scan(body, zeros, (jnp.arange(q_blocks.shape[0]), q_blocks, g_blocks))
+    dk, dv, dprefix = jax.tree.map(lambda d, a: d.astype(a.dtype), dkv, kv)
+    return _from_query_blocks(dq_blocks, q6.shape[2]), dk, dv, dprefix, None
+
+
+_blockwise_attention.defvjp(_blockwise_attention_fwd, _blockwise_attention_bwd)
+
+
+def _branch_attention(cfg, dtype, q_BxGxCxHxK, k_BxGxCxJxK, v_BxGxCxJxK, prefix_kv, prefix_mask_BxP):
+    """Each continuation token attends over its prompt (shared by the G branches) and, causally, its own
+    branch: in one block, or in blocks of queries for long completions (`attention_query_block`)."""
+    b, g, c = q_BxGxCxHxK.shape[:3]
+    j, kd = cfg.num_kv_heads, cfg.head_dim
+    q6 = q_BxGxCxHxK.reshape(b, g, c, j, cfg.num_heads // j, kd) * kd**-0.5
+    rows = attention_query_block(b, g, cfg.num_heads, prefix_mask_BxP.shape[-1], c)
+    if rows is None:
+        o = _attention_block(cfg, dtype, q6, k_BxGxCxJxK, v_BxGxCxJxK, prefix_kv, prefix_mask_BxP, 0)
+    else:
+        o = _blockwise_attention(cfg, dtype, rows, q6, k_BxGxCxJxK, v_BxGxCxJxK, prefix_kv, prefix_mask_BxP)
+    return o.reshape(b, g, c, cfg.num_heads * kd)
 
 
 def _branch_layer(cfg, dtype, lora_scale, x, p, lora, cos, sin, prefix_kv, prefix_mask_BxP, pack=None):

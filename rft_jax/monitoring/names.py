@@ -35,6 +35,15 @@ RESPONSE_LENGTH_MIN = "response_length/min"
 RESPONSE_CLIP_RATIO = "response_length/clip_ratio"  # share that hit max_new_tokens
 PROMPT_LENGTH_MEAN = "prompt_length/mean"
 
+# Reasoning mode only (rft_jax/rollout/metrics.py::reasoning_metrics): lengths in tokens, rates as shares.
+REASONING_PREFIX = "reasoning/"
+THINK_LENGTH_MEAN = "reasoning/think_length/mean"
+THINK_LENGTH_MAX = "reasoning/think_length/max"
+ANSWER_LENGTH_MEAN = "reasoning/answer_length/mean"
+BUDGET_HIT_RATE = "reasoning/budget_hit_rate"  # share whose thinking the think budget cut short
+WELL_FORMED_RATE = "reasoning/well_formed_rate"  # share that closed the thinking (an answer exists)
+REASONING = (THINK_LENGTH_MEAN, THINK_LENGTH_MAX, ANSWER_LENGTH_MEAN, BUDGET_HIT_RATE, WELL_FORMED_RATE)
+
 # Learning signal: share of prompt groups whose G rewards are all equal (zero advantage).
 ZERO_STD_FRAC = "batch/zero_std_frac"
 

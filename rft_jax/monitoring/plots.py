@@ -56,6 +56,11 @@ PANELS: tuple[Panel, ...] = (
         (names.ZERO_STD_FRAC, names.RESPONSE_CLIP_RATIO, names.REWARD_ERRORS),
         ylabel="share",
     ),
+    # Reasoning mode only: two panels, as tokens and shares do not share an axis.
+    Panel("reasoning_length", "Reasoning: think and answer length",
+          (names.THINK_LENGTH_MEAN, names.ANSWER_LENGTH_MEAN), ylabel="tokens"),
+    Panel("reasoning_form", "Reasoning: think budget hits and well-formed answers",
+          (names.BUDGET_HIT_RATE, names.WELL_FORMED_RATE), ylabel="share"),
     Panel("clipfrac", "Policy-ratio clip fraction", (names.PG_CLIPFRAC,), ylabel="share"),
     Panel("loss", "Policy loss and gradient norm", (names.PG_LOSS, names.GRAD_NORM)),
     Panel("lr", "Learning rate", (names.LR,)),

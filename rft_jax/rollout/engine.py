@@ -18,10 +18,11 @@ import numpy as np
 from jax.sharding import Mesh
 
 from rft_jax.data.example import Example, flatten_messages
+from rft_jax.data.reasoning import ReasoningPlan, prompt_messages_for, split_reasoning, think_token_count
 from rft_jax.model.config import ModelConfig
 from rft_jax.parallel.distributed import gather_names, gather_rows, process_share
-from rft_jax.rollout.episode import Episode
-from rft_jax.sampling import SamplingParams, decode_rollout, generate_ids
+from rft_jax.rollout.episode import Episode, Source
+from rft_jax.sampling import BudgetForcing, SamplingParams, decode_rollout, generate_ids
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +34,7 @@ class RolloutSettings:
     max_new_tokens: int
     stops: tuple[str, ...] = ()
     dtype: str = "float32"  # the sampler's matmul dtype
+    reasoning: ReasoningPlan | None = None  # reasoning mode (and a native template's thinking switch)
 
 
 @dataclasses.dataclass
@@ -72,10 +74,36 @@ class Rollouts:
         return {k: self._grid(lambda e, k=k: e.components.get(k, np.nan), np.float32) for k in names}
 
 
-def prompt_ids(tokenizer, examples: list[Example]) -> list[list[int]]:
+def prompt_ids(tokenizer, examples: list[Example], reasoning: ReasoningPlan | None = None) -> list[list[int]]:
     """Each example's prompt through the chat template: the one rendering that training, evaluation and the
-    warm start share, so a prompt is the same tokens in all three."""
-    return [tokenizer.apply_chat_template(flatten_messages(ex.prompt_messages), tools=ex.tools) for ex in examples]
+    warm start share, so a prompt is the same tokens in all three. Under a reasoning plan the template gets
+    its thinking switch (native) or the instruction and an opened tag (instruction format)."""
+    kwargs = reasoning.template_kwargs if reasoning is not None else {}
+    suffix = list(reasoning.reply_prefix_ids) if reasoning is not None else []
+    return [tokenizer.apply_chat_template(prompt_messages_for(flatten_messages(ex.prompt_messages), reasoning),
+                                          tools=ex.tools, **kwargs) + suffix for ex in examples]
+
+
+def budget_forcing(plan: ReasoningPlan | None) -> BudgetForcing | None:
+    """The sampler's think-budget settings of a plan (None: reasoning off)."""
+    if plan is None or not plan.enabled:
+        return None
+    return BudgetForcing(plan.think_budget, plan.answer_budget, plan.forced_ids, plan.closings)
+
+
+def reasoned_episode(episode: Episode, plan: ReasoningPlan | None) -> Episode:
+    """Splits the episode's text into thinking and answer; the reward reads the answer unless the config
+    opts into the whole text. Reasoning off: unchanged."""
+    if plan is None or not plan.enabled:
+        return episode
+    cfg = plan.config
+    full = episode.text
+    parts = split_reasoning(full, cfg.open_tag, cfg.close_tag)
+    episode.thinking, episode.well_formed = parts.thinking, parts.closed
+    forced = [s.source != Source.POLICY for s in episode.completion for _ in range(len(s))]
+    episode.think_tokens = think_token_count(episode.completion_ids, forced, plan.closings)
+    episode.text = full if cfg.reward_reads == "all" else parts.answer
+    return episode
 
 
 def generate_episodes(params: dict, cfg: ModelConfig, tokenizer, examples: list[Example], key: jax.Array,
@@ -83,14 +111,16 @@ def generate_episodes(params: dict, cfg: ModelConfig, tokenizer, examples: list[
                       mesh: Mesh | None = None, policy_version: int = 0,
                       ids: list[list[int]] | None = None) -> list[list[Episode]]:
     """G single-turn episodes per example, sampled in one call of the jitted sampler."""
-    ids = prompt_ids(tokenizer, examples) if ids is None else ids
+    plan = settings.reasoning
+    ids = prompt_ids(tokenizer, examples, plan) if ids is None else ids
     rollout, _, _ = generate_ids(params, cfg, ids, key, sampling=settings.sampling, num_samples=settings.num_samples,
                                  max_new_tokens=settings.max_new_tokens, eos_ids=tokenizer.eos_ids,
                                  pad_id=tokenizer.pad_id, lora=lora, lora_scale=lora_scale,
-                                 dtype=jnp.dtype(settings.dtype), mesh=mesh)
+                                 dtype=jnp.dtype(settings.dtype), mesh=mesh, forcing=budget_forcing(plan))
     completions = decode_rollout(tokenizer, rollout, settings.stops)
-    return [[Episode.single_turn(ex, prompt, c.token_ids, c.logprobs, policy_version=policy_version,
-                                 finish_reason=c.finish_reason, text=c.text) for c in row]
+    return [[reasoned_episode(Episode.single_turn(ex, prompt, c.token_ids, c.logprobs, policy_version=policy_version,
+                                                  finish_reason=c.finish_reason, text=c.text, forced=c.forced), plan)
+             for c in row]
             for ex, prompt, row in zip(examples, ids, completions)]
 
 
@@ -116,6 +146,16 @@ def score_episodes(scorer, groups: list[list[Episode]]) -> None:
                                               if full["errors"][i, j] else None)
 
 
+def penalise_malformed(groups: list[list[Episode]], plan: ReasoningPlan | None) -> None:
+    """Subtracts reasoning.malformed_penalty from episodes that never closed their thinking."""
+    penalty = plan.config.malformed_penalty if plan is not None and plan.enabled else 0.0
+    if not penalty:
+        return
+    for e in (e for group in groups for e in group):
+        e.reward -= 0.0 if e.well_formed else penalty
+        e.components["reasoning_malformed"] = 0.0 if e.well_formed else -penalty
+
+
 def collect(params: dict, cfg: ModelConfig, tokenizer, scorer, examples: list[Example], key: jax.Array,
             settings: RolloutSettings, *, lora: dict | None = None, lora_scale: float = 1.0,
             mesh: Mesh | None = None, policy_version: int = 0,
@@ -126,4 +166,5 @@ def collect(params: dict, cfg: ModelConfig, tokenizer, scorer, examples: list[Ex
                                mesh=mesh, policy_version=policy_version, ids=ids)
     t1 = time.perf_counter()
     score_episodes(scorer, groups)
+    penalise_malformed(groups, settings.reasoning)
     return Rollouts(groups, {"generate": t1 - t0, "reward": time.perf_counter() - t1})

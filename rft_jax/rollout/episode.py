@@ -54,6 +54,9 @@ class Episode:
     turn_rewards: list[float] = dataclasses.field(default_factory=list)  # per policy turn, when an env gives them
     components: dict[str, float] = dataclasses.field(default_factory=dict)
     error: str | None = None  # the reward failed on this episode (reward is then 0)
+    thinking: str | None = None  # reasoning mode: the text before the closing tag (None: reasoning off)
+    think_tokens: int = 0  # reasoning mode: completion tokens up to the end of the thinking
+    well_formed: bool = True  # reasoning mode: the thinking was closed, so there is an answer
 
     def __post_init__(self):
         if not self.segments or self.segments[0].source != Source.PROMPT:
@@ -61,10 +64,21 @@ class Episode:
 
     @classmethod
     def single_turn(cls, example: Example, prompt_ids, token_ids, logprobs, *, policy_version: int,
-                    finish_reason: str, text: str = "") -> Episode:
+                    finish_reason: str, text: str = "", forced=None) -> Episode:
+        """`forced`: per token, True where the sampler wrote it (budget forcing); those runs become FORCED
+        segments between the policy's."""
         prompt = Segment(Source.PROMPT, np.asarray(prompt_ids, np.int32))
-        policy = Segment(Source.POLICY, np.asarray(token_ids, np.int32), np.asarray(logprobs, np.float32))
-        return cls(example, [prompt, policy], policy_version, finish_reason, text)
+        ids, lps = np.asarray(token_ids, np.int32), np.asarray(logprobs, np.float32)
+        flags = np.zeros(len(ids), bool) if forced is None or len(forced) == 0 else np.asarray(forced, bool)
+        segments = [prompt]
+        for start, end in _runs(flags):
+            if flags[start]:
+                segments.append(Segment(Source.FORCED, ids[start:end]))
+            else:
+                segments.append(Segment(Source.POLICY, ids[start:end], lps[start:end]))
+        if len(segments) == 1:
+            segments.append(Segment(Source.POLICY, ids, lps))
+        return cls(example, segments, policy_version, finish_reason, text)
 
     @property
     def prompt_ids(self) -> np.ndarray:
@@ -96,6 +110,20 @@ class Episode:
     @property
     def truncated(self) -> bool:
         return self.finish_reason == "length"
+
+    @property
+    def budget_hit(self) -> bool:
+        """The think budget ran out and the sampler closed the thinking."""
+        return any(s.source == Source.FORCED for s in self.completion)
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each run of equal values."""
+    if len(flags) == 0:
+        return []
+    cuts = np.flatnonzero(flags[1:] != flags[:-1]) + 1
+    bounds = [0, *cuts.tolist(), len(flags)]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def _concat(parts: list[np.ndarray], dtype) -> np.ndarray:

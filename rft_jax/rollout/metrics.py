@@ -32,7 +32,22 @@ def rollout_metrics(r: Rollouts, adv_BxG: np.ndarray, shaped_BxG: np.ndarray | N
     }
     for name, values in r.components.items():
         m[f"rewards/{name}/mean"] = float(np.nanmean(values)) if np.isfinite(values).any() else 0.0
-    return m
+    return {**m, **reasoning_metrics([e for group in r.groups for e in group])}
+
+
+def reasoning_metrics(episodes: list) -> dict[str, float]:
+    """Reasoning mode: think and answer lengths (tokens), how often the budget cut the thinking, and the
+    share of episodes with a well-formed answer (the thinking closed). Empty with reasoning off."""
+    reasoned = [e for e in episodes if e.thinking is not None]
+    if not reasoned:
+        return {}
+    think = np.array([e.think_tokens for e in reasoned], np.float32)
+    answer = np.array([len(e.completion_ids) - e.think_tokens for e in reasoned], np.float32)
+    return {"reasoning/think_length/mean": float(think.mean()),
+            "reasoning/think_length/max": float(think.max()),
+            "reasoning/answer_length/mean": float(answer.mean()),
+            "reasoning/budget_hit_rate": float(np.mean([e.budget_hit for e in reasoned])),
+            "reasoning/well_formed_rate": float(np.mean([e.well_formed for e in reasoned]))}
 
 
 def signal_metrics(r: Rollouts, success_threshold: float) -> dict[str, float]:

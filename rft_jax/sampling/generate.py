@@ -22,7 +22,7 @@ from rft_jax.parallel.mesh import MeshConfig, make_mesh
 from rft_jax.parallel.rules import batch_shardings, place, replicated
 from rft_jax.sampling.prefill import packed_rows, split_shared_prefix
 from rft_jax.sampling.processors import SamplingParams
-from rft_jax.sampling.sampler import Rollout, sample
+from rft_jax.sampling.sampler import BudgetForcing, Rollout, sample
 
 PROMPT_BUCKETS = (32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 
@@ -81,6 +81,7 @@ class Completion:
     token_ids: list[int]
     logprobs: list[float]
     finish_reason: str  # "stop" or "length"
+    forced: list[bool] = dataclasses.field(default_factory=list)  # per token: written by budget forcing
 
 
 def truncate_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
@@ -90,7 +91,7 @@ def truncate_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
 
 NEW_TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512, 1024)  # then multiples of 1024
 STATIC = ("cfg", "params_sampling", "num_samples", "max_new_tokens", "dtype", "eos_ids", "pad_id", "lora_scale",
-          "mesh", "prefill_rows")
+          "mesh", "prefill_rows", "forcing")
 
 
 def local_mesh() -> Mesh:
@@ -113,7 +114,8 @@ def mesh_sampler(mesh: Mesh):
 def generate_ids(params: dict, cfg: ModelConfig, prompts: list[list[int]], key: jax.Array, *,
                  sampling: SamplingParams, num_samples: int, max_new_tokens: int, eos_ids: tuple[int, ...],
                  pad_id: int, lora: dict | None = None, lora_scale: float = 1.0, dtype=jnp.float32,
-                 mesh: Mesh | None = None) -> tuple[Rollout, np.ndarray, np.ndarray]:
+                 mesh: Mesh | None = None, forcing: BudgetForcing | None = None
+                 ) -> tuple[Rollout, np.ndarray, np.ndarray]:
     """The one sampling path (training, evaluation, warm start, judges, `rft-jax generate`).
 
     Runs the jitted sampler on bucketed shapes, with the shared chat-template
@@ -123,6 +125,7 @@ def generate_ids(params: dict, cfg: ModelConfig, prompts: list[list[int]], key: 
     process: the rollout trimmed to len(prompts) rows and the whole prompts
     left-padded to a bucket (what a training step reads). `mesh` None: the
     mesh the parameters are sharded on, else this process's first device.
+    `forcing`: reasoning mode's think budget, enforced in the loop.
     """
     mesh = mesh_of(params) if mesh is None else mesh
     n = len(prompts)
@@ -136,14 +139,15 @@ def generate_ids(params: dict, cfg: ModelConfig, prompts: list[list[int]], key: 
     out = mesh_sampler(mesh)(params, cfg, rest_tokens, rest_mask, key, params_sampling=sampling,
                              num_samples=num_samples, max_new_tokens=bucket(max_new_tokens, NEW_TOKEN_BUCKETS),
                              eos_ids=tuple(eos_ids), pad_id=pad_id, lora=lora, lora_scale=lora_scale, dtype=dtype,
-                             mesh=mesh, shared_1xS=shared, prefill_rows=rest.prefill_rows)
+                             mesh=mesh, shared_1xS=shared, prefill_rows=rest.prefill_rows, forcing=forcing)
     out = Rollout(*(np.asarray(x)[:n] for x in out))
     # The bucketed token budget may exceed what was asked: cut back to max_new_tokens.
     if out.tokens_BxGxC.shape[2] > max_new_tokens:
         lengths = np.minimum(out.lengths_BxG, max_new_tokens)
         over = out.lengths_BxG > max_new_tokens
         out = Rollout(out.tokens_BxGxC[:, :, :max_new_tokens], out.logprobs_BxGxC[:, :, :max_new_tokens],
-                      out.mask_BxGxC[:, :, :max_new_tokens], lengths, out.stopped_BxG & ~over)
+                      out.mask_BxGxC[:, :, :max_new_tokens], lengths, out.stopped_BxG & ~over,
+                      out.forced_BxGxC[:, :, :max_new_tokens])
     return out, tokens[:n], mask[:n]
 
 
@@ -176,11 +180,12 @@ def decode_rollout(tokenizer, rollout: Rollout, stops: tuple[str, ...] = ()) -> 
             n = int(rollout.lengths_BxG[b, g])
             ids = [int(t) for t in rollout.tokens_BxGxC[b, g, :n]]
             lps = [float(x) for x in rollout.logprobs_BxGxC[b, g, :n]]
+            forced = [bool(x) for x in rollout.forced_BxGxC[b, g, :n]]
             text, hit = truncate_at_stop(tokenizer.decode([t for t in ids if t not in eos]), stops)
             if hit:  # the tokens after the stop string go too: no episode trains on them
                 keep = stop_token_count(tokenizer, ids, stops, eos)
-                ids, lps = ids[:keep], lps[:keep]
+                ids, lps, forced = ids[:keep], lps[:keep], forced[:keep]
             stopped = bool(rollout.stopped_BxG[b, g]) or hit
-            row.append(Completion(text, ids, lps, "stop" if stopped else "length"))
+            row.append(Completion(text, ids, lps, "stop" if stopped else "length", forced))
         result.append(row)
     return result

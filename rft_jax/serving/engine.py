@@ -8,7 +8,10 @@ and free the slots that finished. Shapes stay fixed for jit (see
 slot_forward.py), so the loop compiles a handful of variants and no more.
 
 Tokens are handed out through a callback on the engine thread; callers must
-return quickly (the server only moves them onto its event loop).
+return quickly (the server only moves them onto its event loop). A request in
+reasoning mode carries a think budget (`ThinkBudget`): the loop counts its
+thinking tokens and, at the budget, emits and feeds the forced closing tag
+instead of what was sampled (serving/reasoning.py).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 
 from rft_jax.model.config import ModelConfig
 from rft_jax.sampling.generate import PROMPT_BUCKETS, bucket
+from rft_jax.serving.reasoning import ThinkBudget, ThinkState
 from rft_jax.serving.slot_forward import decode_slots, empty_cache, prefill_slots
 
 WINDOW_BUCKETS = (128, 256, 512, 1024, 2048, 4096, 8192)
@@ -42,7 +46,10 @@ class EngineConfig:
 @dataclasses.dataclass
 class Request:
     """One sequence to generate. `emit(token, finish)` is called per token and once with the finish reason
-    ("stop" at an end-of-sequence token, "length", "cancelled" or "error: ...") and token None."""
+    ("stop" at an end-of-sequence token, "length", "cancelled" or "error: ...") and token None.
+
+    With `think`, max_tokens limits the answer (the tokens after the thinking, forced ones included) and
+    `thinking_tokens` holds the thinking's length by the time the finish is emitted."""
 
     prompt_ids: list[int]
     max_tokens: int
@@ -50,7 +57,9 @@ class Request:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
+    think: ThinkBudget | None = None
     cancelled: bool = False
+    thinking_tokens: int = 0
 
     def cancel(self) -> None:
         """Frees the slot at the next step boundary (a stop string was found, or the client left)."""
@@ -60,10 +69,12 @@ class Request:
 @dataclasses.dataclass
 class _Slot:
     request: Request
-    token: int  # the last sampled token, not yet in the cache
+    token: int  # the last token (sampled, or forced at the think budget), not yet in the cache
     position: int  # where `token` goes
-    generated: int
-    budget: int  # tokens this slot may generate (max_tokens, cut to the context left)
+    room: int  # tokens this slot may generate: the context left after the prompt
+    think: ThinkState | None
+    generated: int = 0
+    answered: int = 0  # tokens past the thinking (all of them without a think budget), up to max_tokens
 
 
 def raw_key(seed: int) -> np.ndarray:
@@ -110,6 +121,9 @@ class Engine:
                              f"{self.config.max_context} tokens, prompt and completion together")
         if not request.prompt_ids:
             raise ValueError("empty prompt")
+        if request.think is not None and not (request.think.forced_ids and all(request.think.close_variants)
+                                              and request.think.close_variants):
+            raise ValueError("a think budget needs the closing tag's ids (close_variants and forced_ids)")
         with self.wake:
             self.waiting.append(request)
             self.wake.notify()
@@ -157,6 +171,8 @@ class Engine:
     def _finish(self, index: int, reason: str) -> None:
         slot = self.slots[index]
         self.slots[index] = None
+        if slot.think is not None:
+            slot.request.thinking_tokens = slot.think.thought
         slot.request.emit(None, reason)
 
     def _fail_all(self, reason: str, admitted: list[tuple[int, Request]]) -> None:
@@ -169,14 +185,17 @@ class Engine:
         # The cache may have been donated to the failed call; start from a fresh one.
         self.cache = empty_cache(self.cfg, self.config.slots, self.config.max_context, self.dtype)
 
-    def _accept(self, index: int, token: int) -> None:
-        """Hands a new token to the slot's request and frees the slot when the sequence is done."""
+    def _accept(self, index: int, sampled: int) -> None:
+        """Hands a new token to the slot's request (a forced one in place of `sampled` at the think budget;
+        it is also what the model reads next) and frees the slot when the sequence is done."""
         slot = self.slots[index]
+        token, thinking = (sampled, False) if slot.think is None else slot.think.next(sampled)
         slot.generated += 1
+        slot.answered += not thinking
         slot.request.emit(token, None)
         if token in self.eos_ids:
             self._finish(index, "stop")
-        elif slot.generated >= slot.budget:
+        elif slot.generated >= slot.room or slot.answered >= slot.request.max_tokens:
             self._finish(index, "length")
         else:
             slot.token, slot.position = token, slot.position + 1
@@ -201,7 +220,8 @@ class Engine:
         first = np.asarray(first)
         for row, (index, r) in enumerate(admitted):
             n = len(r.prompt_ids)
-            self.slots[index] = _Slot(r, token=-1, position=n - 1, generated=0, budget=min(r.max_tokens, t - n))
+            think = None if r.think is None else ThinkState(r.think)
+            self.slots[index] = _Slot(r, token=-1, position=n - 1, room=t - n, think=think)
             self._accept(index, int(first[row]))
 
     def _decode(self) -> None:

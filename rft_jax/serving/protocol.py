@@ -14,11 +14,13 @@ from typing import Any
 
 from rft_jax.data.chat_text import ACCEPTED_ROLES, ROLES, role_of
 from rft_jax.data.example import flatten_messages
+from rft_jax.data.reasoning import EFFORT_BUDGETS
 
 UNSUPPORTED = ("logprobs", "top_logprobs", "logit_bias", "response_format", "presence_penalty", "frequency_penalty",
                "audio", "prediction")
 MAX_N = 16
 MAX_STOPS = 4
+MAX_TOKENS = 1 << 20
 
 
 class RequestError(ValueError):
@@ -47,6 +49,8 @@ class ChatRequest:
     include_usage: bool = False
     seed: int | None = None
     tools: list | None = None
+    max_reasoning_tokens: int | None = None  # reasoning mode's think budget for this request
+    reasoning_effort: str | None = None  # or a level of EFFORT_BUDGETS; neither: the server's budget
 
 
 def _number(body: dict, name: str, default: float, lo: float, hi: float) -> float:
@@ -90,6 +94,18 @@ def _stops(value: Any) -> tuple[str, ...]:
     return tuple(s for s in stops if s)
 
 
+def _reasoning(body: dict) -> tuple[int | None, str | None]:
+    """max_reasoning_tokens and reasoning_effort, checked; both at once are refused rather than ranked."""
+    tokens = _integer(body, "max_reasoning_tokens", 0, MAX_TOKENS)
+    effort = body.get("reasoning_effort")
+    if effort is not None and not (isinstance(effort, str) and effort in EFFORT_BUDGETS):
+        raise RequestError(f"'reasoning_effort' must be one of {', '.join(map(repr, EFFORT_BUDGETS))}; got {effort!r}",
+                           param="reasoning_effort")
+    if tokens is not None and effort is not None:
+        raise RequestError("give 'max_reasoning_tokens' or 'reasoning_effort', not both", param="reasoning_effort")
+    return tokens, effort
+
+
 def parse_chat_request(body: Any, served_model: str) -> ChatRequest:
     """A validated request, or a RequestError naming the offending parameter."""
     if not isinstance(body, dict):
@@ -103,9 +119,10 @@ def parse_chat_request(body: Any, served_model: str) -> ChatRequest:
     for name in UNSUPPORTED:
         if body.get(name) not in (None, False, 0, 0.0):
             raise RequestError(f"'{name}' is not supported by this server", param=name, code="unsupported_parameter")
-    max_tokens = _integer(body, "max_completion_tokens", 1, 1 << 20)
+    max_tokens = _integer(body, "max_completion_tokens", 1, MAX_TOKENS)
     if max_tokens is None:
-        max_tokens = _integer(body, "max_tokens", 1, 1 << 20)
+        max_tokens = _integer(body, "max_tokens", 1, MAX_TOKENS)
+    max_reasoning_tokens, reasoning_effort = _reasoning(body)
     stream = body.get("stream") or False
     if not isinstance(stream, bool):
         raise RequestError("'stream' must be a boolean", param="stream")
@@ -126,6 +143,8 @@ def parse_chat_request(body: Any, served_model: str) -> ChatRequest:
         include_usage=bool(options.get("include_usage")),
         seed=_integer(body, "seed", -(1 << 63), (1 << 63) - 1),
         tools=tools,
+        max_reasoning_tokens=max_reasoning_tokens,
+        reasoning_effort=reasoning_effort,
     )
 
 
@@ -133,14 +152,29 @@ def completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+def usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int | None = None) -> dict:
+    """Token counts; with reasoning on, the thinking tokens among the completion's (OpenAI's field)."""
+    out = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+           "total_tokens": prompt_tokens + completion_tokens}
+    if reasoning_tokens is not None:
+        out["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
+    return out
 
 
-def chat_completion(cid: str, model: str, texts: list[str], finish_reasons: list[str], usage_: dict) -> dict:
-    choices = [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": reason,
-                "logprobs": None} for i, (text, reason) in enumerate(zip(texts, finish_reasons))]
+def message(text: str, reasoning: str | None) -> dict:
+    """The assistant turn; `reasoning_content` beside `content` only in reasoning mode (vLLM's field)."""
+    out = {"role": "assistant", "content": text}
+    if reasoning is not None:
+        out["reasoning_content"] = reasoning
+    return out
+
+
+def chat_completion(cid: str, model: str, texts: list[str], finish_reasons: list[str], usage_: dict,
+                    reasonings: list[str] | None = None) -> dict:
+    """The response; `reasonings` (reasoning mode) are the choices' thinking, `texts` their answers."""
+    reasonings = reasonings or [None] * len(texts)
+    choices = [{"index": i, "message": message(text, thinking), "finish_reason": reason, "logprobs": None}
+               for i, (text, thinking, reason) in enumerate(zip(texts, reasonings, finish_reasons))]
     return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
             "choices": choices, "usage": usage_}
 

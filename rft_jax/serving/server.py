@@ -2,7 +2,9 @@
 
 Endpoints: POST /v1/chat/completions (streaming and not), GET /v1/models,
 GET /health. With a token, every request must carry `Authorization: Bearer
-<token>`. The command line (host, port, --token-env) is rft_jax/cli/serve.py.
+<token>`. With a reasoning plan whose mode is on, prompts open the thinking and
+each message carries `reasoning_content` beside `content` (serving/reasoning.py).
+The command line (host, port, --token-env, --reasoning.*) is rft_jax/cli/serve.py.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import hmac
 import json
 import time
 
+from rft_jax.data.reasoning import ReasoningPlan
 from rft_jax.serving.bridge import EngineFailure, stream_choices
 from rft_jax.serving.engine import Engine
 from rft_jax.serving.protocol import (
@@ -24,19 +27,24 @@ from rft_jax.serving.protocol import (
     usage,
     usage_chunk,
 )
+from rft_jax.serving.reasoning import render_prompt, request_budgets
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
-def make_app(engine: Engine, tokenizer, model_name: str, *, token: str | None = None):
-    """The ASGI app; the engine must already be started."""
+def make_app(engine: Engine, tokenizer, model_name: str, *, token: str | None = None,
+             reasoning: ReasoningPlan | None = None):
+    """The ASGI app; the engine must already be started. `reasoning`: `plan_reasoning` of the server's
+    ReasoningConfig for this tokenizer (None: prompts rendered as they are, no thinking)."""
     from starlette.applications import Starlette  # noqa: PLC0415
     from starlette.requests import Request  # noqa: PLC0415
     from starlette.responses import JSONResponse, StreamingResponse  # noqa: PLC0415
     from starlette.routing import Route  # noqa: PLC0415
 
     created = int(time.time())
+    thinks = reasoning is not None and reasoning.enabled
+    tags = (reasoning.config.open_tag, reasoning.config.close_tag) if thinks else ("", "")
 
     def error(status: int, message: str, **kw) -> JSONResponse:
         return JSONResponse(error_body(message, **kw), status_code=status)
@@ -63,7 +71,7 @@ def make_app(engine: Engine, tokenizer, model_name: str, *, token: str | None = 
             return error(413, "request body too large")
         try:
             req = parse_chat_request(json.loads(body), model_name)
-            prompt_ids = tokenizer.apply_chat_template(req.messages, tools=req.tools)
+            prompt_ids = render_prompt(tokenizer, req.messages, req.tools, reasoning)
         except RequestError as err:
             return error(err.status, str(err), kind=err.kind, param=err.param, code=err.code)
         except ValueError as err:  # bad JSON, or a chat template that rejects the messages
@@ -73,24 +81,34 @@ def make_app(engine: Engine, tokenizer, model_name: str, *, token: str | None = 
             return error(400, f"this model's context is {engine.config.max_context} tokens; the prompt has "
                               f"{len(prompt_ids)} and max_tokens asks for {req.max_tokens}",
                          param="max_tokens" if room >= 1 else "messages", code="context_length_exceeded")
-        max_tokens = req.max_tokens or room
-        counts = [0] * req.n
-        cid = completion_id()
-        if req.stream:
-            return StreamingResponse(sse(req, cid, stream_choices(engine, tokenizer, prompt_ids, req, max_tokens,
-                                                                  counts), counts, len(prompt_ids)),
-                                     media_type="text/event-stream")
-        texts, reasons = [""] * req.n, ["stop"] * req.n
         try:
-            async for ev in stream_choices(engine, tokenizer, prompt_ids, req, max_tokens, counts):
-                texts[ev.index] += ev.text
+            think, max_tokens = request_budgets(req, reasoning, room)
+        except RequestError as err:
+            return error(err.status, str(err), kind=err.kind, param=err.param, code=err.code)
+        counts, thought = [0] * req.n, [0] * req.n
+        cid = completion_id()
+        events = stream_choices(engine, tokenizer, prompt_ids, req, max_tokens, counts, think, tags)
+        if req.stream:
+            return StreamingResponse(sse(req, cid, events, counts, thought, len(prompt_ids)),
+                                     media_type="text/event-stream")
+        # Pieces joined at the end: appending to a growing string copies it on every token.
+        texts, thinking, reasons = [[] for _ in range(req.n)], [[] for _ in range(req.n)], ["stop"] * req.n
+        try:
+            async for ev in events:
+                texts[ev.index].append(ev.text)
+                thinking[ev.index].append(ev.reasoning)
                 if ev.finish_reason:
-                    reasons[ev.index] = ev.finish_reason
+                    reasons[ev.index], thought[ev.index] = ev.finish_reason, ev.reasoning_tokens
         except EngineFailure as err:
             return error(500, str(err), kind="server_error")
-        return JSONResponse(chat_completion(cid, model_name, texts, reasons, usage(len(prompt_ids), sum(counts))))
+        texts, thinking = ["".join(t) for t in texts], ["".join(t) for t in thinking]
+        return JSONResponse(chat_completion(cid, model_name, texts, reasons, tally(len(prompt_ids), counts, thought),
+                                            thinking if thinks else None))
 
-    async def sse(req, cid, events, counts, prompt_tokens):
+    def tally(prompt_tokens: int, counts: list[int], thought: list[int]) -> dict:
+        return usage(prompt_tokens, sum(counts), sum(thought) if thinks else None)
+
+    async def sse(req, cid, events, counts, thought, prompt_tokens):
         def line(obj) -> str:
             return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
@@ -98,14 +116,19 @@ def make_app(engine: Engine, tokenizer, model_name: str, *, token: str | None = 
             yield line(chunk(cid, model_name, i, {"role": "assistant", "content": ""}))
         try:
             async for ev in events:
+                # thinking as `reasoning_content`, the answer as `content`; the closing tag in neither
+                delta = {"reasoning_content": ev.reasoning} if ev.reasoning else {}
                 if ev.text:
-                    yield line(chunk(cid, model_name, ev.index, {"content": ev.text}))
+                    delta["content"] = ev.text
+                if delta:
+                    yield line(chunk(cid, model_name, ev.index, delta))
                 if ev.finish_reason:
+                    thought[ev.index] = ev.reasoning_tokens
                     yield line(chunk(cid, model_name, ev.index, {}, ev.finish_reason))
         except EngineFailure as err:
             yield line(error_body(str(err), kind="server_error"))
         if req.include_usage:
-            yield line(usage_chunk(cid, model_name, usage(prompt_tokens, sum(counts))))
+            yield line(usage_chunk(cid, model_name, tally(prompt_tokens, counts, thought)))
         yield "data: [DONE]\n\n"
 
     return Starlette(routes=[

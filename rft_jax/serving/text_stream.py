@@ -31,8 +31,8 @@ class TextStream:
         self.skip_ids = frozenset(skip_ids)
         self.ids: list[int] = []
         self.prefix_offset = self.read_offset = 0
-        self.text = ""  # everything decoded so far
-        self.emitted = 0  # how much of `text` has been handed out
+        self.shown: list[str] = []  # the pieces handed out
+        self.pending = ""  # decoded, not handed out yet (what could still begin a stop string)
         self.stopped = False  # a stop string was found; `text` ends just before it
 
     def _decode(self, ids: list[int]) -> str:
@@ -46,20 +46,27 @@ class TextStream:
         after = self._decode(self.ids[self.prefix_offset:])
         if len(after) <= len(before) or after.endswith("\ufffd"):
             return ""  # an incomplete UTF-8 character: wait for the next token
-        old_len = len(self.text)
-        self.text += after[len(before):]
         self.prefix_offset, self.read_offset = self.read_offset, len(self.ids)
-        longest = max((len(s) for s in self.stops), default=0)
-        start = max(0, old_len - longest + 1)
-        hits = [i for i in (self.text.find(s, start) for s in self.stops) if i >= 0]
+        # Only the text not handed out yet is searched and kept: a stop string cannot start in text already
+        # shown (held_back kept back every end that could begin one), and appending to the whole text on every
+        # token would copy it each time.
+        self.pending += after[len(before):]
+        hits = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
         if hits:
-            self.text, self.stopped = self.text[:min(hits)], True
+            self.pending, self.stopped = self.pending[:min(hits)], True
             return self.flush()
-        safe_end = len(self.text) - held_back(self.text, self.stops)
-        out, self.emitted = self.text[self.emitted:safe_end], max(self.emitted, safe_end)
+        safe = len(self.pending) - held_back(self.pending, self.stops)
+        out, self.pending = self.pending[:safe], self.pending[safe:]
+        self.shown.append(out)
         return out
 
     def flush(self) -> str:
         """The text held back so far (call at the end of the sequence)."""
-        out, self.emitted = self.text[self.emitted:], len(self.text)
+        out, self.pending = self.pending, ""
+        self.shown.append(out)
         return out
+
+    @property
+    def text(self) -> str:
+        """Everything decoded so far (up to a stop string); joined on each call."""
+        return "".join(self.shown) + self.pending

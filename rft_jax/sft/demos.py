@@ -8,7 +8,8 @@ import jax
 import numpy as np
 
 from rft_jax.data.example import flatten_messages, message_text
-from rft_jax.rollout.engine import prompt_ids
+from rft_jax.data.reasoning import ReasoningPlan, split_reasoning
+from rft_jax.rollout.engine import budget_forcing, prompt_ids
 from rft_jax.sampling import SamplingParams, decode_rollout, generate_ids
 from rft_jax.sampling.generate import bucket, left_pad
 
@@ -32,19 +33,43 @@ def with_answer_line(completion: str) -> str | None:
     return f"{completion.rstrip()}\nANSWER: {value}"
 
 
+def reasoned_answer_line(completion: str, plan: ReasoningPlan) -> str | None:
+    """Reasoning mode's demonstration: the model's own thinking, closed, then `ANSWER: <its last number>`.
+    None when the thinking states no number."""
+    cfg = plan.config
+    thinking = split_reasoning(completion, cfg.open_tag, cfg.close_tag).thinking
+    line = with_answer_line(thinking)
+    if line is None:
+        return None
+    # A native template leaves the reply open: the model writes the opening tag itself, so the target does too.
+    opening = f"{cfg.open_tag}\n" if plan.native else ""
+    return f"{opening}{thinking.rstrip()}\n{cfg.close_tag}\n{line.splitlines()[-1]}"
+
+
 def self_format_demos(params, cfg, tokenizer, examples, *, key: jax.Array, max_new_tokens: int, dtype,
-                      lora=None, lora_scale: float = 1.0, batch_size: int = 64) -> list[tuple[list[int], str]]:
-    """(prompt ids, target text) from the model's own greedy answers with the answer line added."""
+                      lora=None, lora_scale: float = 1.0, batch_size: int = 64,
+                      reasoning: ReasoningPlan | None = None) -> list[tuple[list[int], str]]:
+    """(prompt ids, target text) from the model's own greedy answers with the answer line added.
+
+    In reasoning mode the prompts are rendered as training renders them and the
+    sampler keeps the think budget; the target is the model's own thinking,
+    closed with the tag, and the answer line (`reasoned_answer_line`).
+    """
     demos = []
+    reasoned = reasoning is not None and reasoning.enabled
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
-        ids = prompt_ids(tokenizer, chunk)
+        ids = prompt_ids(tokenizer, chunk, reasoning)
         rollout, _, _ = generate_ids(params, cfg, ids, jax.random.fold_in(key, start),
                                      sampling=SamplingParams(temperature=0.0), num_samples=1,
                                      max_new_tokens=max_new_tokens, eos_ids=tokenizer.eos_ids,
-                                     pad_id=tokenizer.pad_id, lora=lora, lora_scale=lora_scale, dtype=dtype)
+                                     pad_id=tokenizer.pad_id, lora=lora, lora_scale=lora_scale, dtype=dtype,
+                                     forcing=budget_forcing(reasoning))
         for prompt, row in zip(ids, decode_rollout(tokenizer, rollout)):
-            target = with_answer_line(row[0].text) if row[0].finish_reason == "stop" else None
+            if reasoned:
+                target = reasoned_answer_line(row[0].text, reasoning)
+            else:
+                target = with_answer_line(row[0].text) if row[0].finish_reason == "stop" else None
             if target is not None and len(tokenizer.encode(target)) < max_new_tokens:
                 demos.append((prompt, target))
     return demos

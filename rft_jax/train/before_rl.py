@@ -68,7 +68,8 @@ def warm_start(trainer: Trainer, state: TrainState, train, run_dir: Path) -> tup
     t0 = time.perf_counter()
     demos = self_format_demos(key=jax.random.key(cfg.seed + 3), cfg=trainer.model_cfg, tokenizer=trainer.tokenizer,
                               examples=train[-ws.num_demos:], max_new_tokens=cfg.sampling.max_new_tokens,
-                              dtype=trainer.policy.dtype, **trainer.policy.sampler_args(state))
+                              dtype=trainer.policy.dtype, reasoning=trainer.rollout_settings.reasoning,
+                              **trainer.policy.sampler_args(state))
     settings = SFTSettings(trainer.model_cfg, cfg.lora.scale if cfg.mode == "lora" else None,
                            str(trainer.policy.dtype), remat=cfg.model.remat)
     sft_state, losses = train_sft(state.trainable, trainer.frozen, trainer.tokenizer, demos, settings, steps=ws.steps,

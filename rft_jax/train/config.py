@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 import tyro
 
+from rft_jax.data.reasoning import ReasoningConfig
 from rft_jax.data.tasks.prompt import PromptStyle
 from rft_jax.grpo import AdvantageConfig, GRPOLossConfig, OptimizerConfig
 from rft_jax.model.lora import LoraConfig
@@ -156,6 +157,9 @@ class TrainConfig:
     """The policy loss (rft_jax/grpo/loss.py)."""
     optimizer: OptimizerConfig = OptimizerConfig(learning_rate=1e-4)
     sampling: SamplingConfig = SamplingConfig()
+    reasoning: ReasoningConfig = ReasoningConfig()
+    """Think within a budget, then answer (docs/reasoning.md). With mode on, the completion budget
+    (sampling.max_new_tokens) is think_budget + answer_budget, and the reward reads the answer."""
     evaluation: EvalConfig = EvalConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     warm_start: WarmStartConfig = WarmStartConfig()
@@ -196,6 +200,13 @@ class TrainConfig:
         if not isinstance(self.reward, RewardSpec):
             raise TypeError(f"reward is a RewardSpec, got {self.reward!r}: write RewardSpec(name, params) or "
                             "rft_jax.rewards.parse_spec(text) for a name or JSON spec")
+        if self.reasoning.enabled:
+            budget = self.reasoning.completion_budget
+            if self.sampling.max_new_tokens not in (SamplingConfig.max_new_tokens, budget):
+                raise ValueError(f"with reasoning on the completion budget is reasoning.think_budget + answer_budget"
+                                 f" = {budget} tokens, but sampling.max_new_tokens is {self.sampling.max_new_tokens}:"
+                                 " set the two budgets and leave max_new_tokens out")
+            object.__setattr__(self, "sampling", dataclasses.replace(self.sampling, max_new_tokens=budget))
         accum, minibatches = self.optimizer.grad_accum_steps, self.ppo_minibatches
         if self.ppo_epochs < 1 or minibatches < 1:
             raise ValueError(f"ppo_epochs={self.ppo_epochs} and ppo_minibatches={minibatches} must be >= 1")
@@ -206,5 +217,6 @@ class TrainConfig:
             raise ValueError(f"samples_per_prompt (G) must be in [2, 64], got {self.sampling.samples_per_prompt}: "
                              "GRPO's advantage compares the samples of a group, so one sample per prompt has "
                              "no signal (its advantage is always 0)")
-        if self.sampling.max_new_tokens > 4096:
-            raise ValueError(f"max_new_tokens={self.sampling.max_new_tokens} exceeds the sampler's cache limit 4096")
+        if self.sampling.max_new_tokens < 1:
+            # No upper cap here: memory bounds it, checked against the device when the run starts (train/memory.py).
+            raise ValueError(f"sampling.max_new_tokens must be >= 1, got {self.sampling.max_new_tokens}")

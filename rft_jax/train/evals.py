@@ -34,7 +34,8 @@ def run_eval(name: str, trainer: Trainer, state: TrainState, examples, scorers: 
     t0 = time.perf_counter()
     result = evaluate(key=jax.random.key(cfg.seed + 7), examples=examples, scorers=scorers, cfg=trainer.model_cfg,
                       tokenizer=trainer.tokenizer, max_new_tokens=cfg.sampling.max_new_tokens,
-                      dtype=trainer.policy.dtype, mesh=trainer.mesh, **trainer.policy.sampler_args(state))
+                      dtype=trainer.policy.dtype, mesh=trainer.mesh, reasoning=trainer.rollout_settings.reasoning,
+                      **trainer.policy.sampler_args(state))
     result.metrics["eval_seconds"] = time.perf_counter() - t0
     if is_primary():
         doc = result.to_json(name, step=step, model=cfg.model.name)

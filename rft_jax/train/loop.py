@@ -75,7 +75,7 @@ def train(trainer: Trainer, state, examples, steps: int, hooks: list[Hook], star
     per step) picks the examples and the key, so a resumed run sees the same data.
     """
     cfg = trainer.cfg
-    ids = prompt_ids(trainer.tokenizer, examples)
+    ids = prompt_ids(trainer.tokenizer, examples, trainer.rollout_settings.reasoning)
     key = jax.random.key(cfg.seed)
     for step in range(start, steps):
         idx = batch_indices(step, cfg.batch_size, len(examples), cfg.seed)

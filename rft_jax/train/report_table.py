@@ -1,20 +1,34 @@
 """The before/after table printed at the end of a run (and pasted into the README).
 
 Its rows are the evaluation's scorers: the experiment's views (`evaluation.views`),
-then the reward and the response length.
+then the reward and the response length, then in reasoning mode the think and
+answer lengths and the shares of budget hits and well-formed answers.
 """
 
 from __future__ import annotations
 
+from rft_jax.monitoring.names import (
+    ANSWER_LENGTH_MEAN,
+    BUDGET_HIT_RATE,
+    REASONING_PREFIX,
+    THINK_LENGTH_MEAN,
+    WELL_FORMED_RATE,
+)
+
 FIXED = ("reward/mean", "response_length/mean")
-LABELS = {"reward/mean": "mean reward", "response_length/mean": "mean length (tokens)"}
+REASONING = (THINK_LENGTH_MEAN, ANSWER_LENGTH_MEAN, BUDGET_HIT_RATE, WELL_FORMED_RATE)
+SHARES = (BUDGET_HIT_RATE, WELL_FORMED_RATE)
+LABELS = {"reward/mean": "mean reward", "response_length/mean": "mean length (tokens)",
+          THINK_LENGTH_MEAN: "think length (tokens)", ANSWER_LENGTH_MEAN: "answer length (tokens)",
+          BUDGET_HIT_RATE: "think budget hit", WELL_FORMED_RATE: "well-formed answers"}
 
 
 def table_rows(results: dict, names: list[str]) -> list[str]:
-    """The `<view>/mean` metrics every evaluation has, views first in their order, then the fixed rows."""
+    """The `<view>/mean` metrics every evaluation has, views first in their order, then the fixed rows, then
+    the reasoning rows (reasoning mode only)."""
     keys = [k for k in results[names[0]] if k.endswith("/mean") and k not in FIXED
-            and all(k in results[n] for n in names)]
-    return keys + [k for k in FIXED if all(k in results[n] for n in names)]
+            and not k.startswith(REASONING_PREFIX) and all(k in results[n] for n in names)]
+    return keys + [k for k in FIXED + REASONING if all(k in results[n] for n in names)]
 
 
 def before_after_markdown(results: dict) -> str:
@@ -22,7 +36,8 @@ def before_after_markdown(results: dict) -> str:
     lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for key in table_rows(results, names):
         values = [results[n][key] for n in names]
-        share = key not in FIXED and all(0.0 <= v <= 1.0 for v in values)  # a view scored 0..1: a percentage
+        # a view scored 0..1 is a percentage, as are the reasoning shares
+        share = key in SHARES or (key not in FIXED + REASONING and all(0.0 <= v <= 1.0 for v in values))
         cells = [f"{100 * v:.1f}%" if share else f"{v:.2f}" for v in values]
         lines.append(f"| {LABELS.get(key, key.removesuffix('/mean'))} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from rft_jax.checkpoint.store import WARM_START_MODEL, checkpoint_params, find_checkpoint
 from rft_jax.data import Example
+from rft_jax.data.reasoning import PlannedChat, plan_reasoning
 from rft_jax.data.validate import id_list, load_examples, write_jsonl
 from rft_jax.grpo import TrainState, make_optimizer
 from rft_jax.model import load_model
@@ -24,6 +25,7 @@ from rft_jax.model.tokenizer import load_tokenizer
 from rft_jax.parallel import is_primary
 from rft_jax.rewards import build_reward
 from rft_jax.train.config import TrainConfig
+from rft_jax.train.memory import memory_problem
 
 
 class ConfigError(ValueError):
@@ -63,7 +65,9 @@ def load_split(path: str | None, cfg: TrainConfig, tokenizer, needs_reference: b
     if not path:
         return [], {"file": None, "examples": 0, "skipped_over_max_prompt_tokens": 0, "skipped_ids": []}
     limit = cfg.data.max_prompt_tokens
-    loaded = load_examples(path, tokenizer=tokenizer, max_prompt_tokens=limit, require_reference=needs_reference,
+    # Counted as training renders them: with reasoning on, the instruction and the opened tag are prompt tokens.
+    chat = PlannedChat(tokenizer, plan_reasoning(cfg.reasoning, tokenizer))
+    loaded = load_examples(path, tokenizer=chat, max_prompt_tokens=limit, require_reference=needs_reference,
                            skip_too_long=True)
     skipped = loaded.too_long
     if skipped:
@@ -231,6 +235,8 @@ def prepare(cfg: TrainConfig, run_dir: Path) -> Prepared:
     if cfg.init_from:
         params = initial_params(cfg, model_cfg, params)
     check_lengths(cfg, model_cfg)
+    if problem := memory_problem(cfg, model_cfg):  # the sampler's caches and the step's activations
+        raise ConfigError(problem)
     splits = load_splits(cfg, run_dir, tokenizer, scorer.needs_reference)
     if is_primary():
         (run_dir / "data_summary.json").write_text(json.dumps(splits.summary, indent=1))

@@ -17,6 +17,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from rft_jax.data.reasoning import plan_reasoning
 from rft_jax.grpo import TrainState, make_schedule, split_microbatches
 from rft_jax.grpo.mismatch import mismatch_metrics
 from rft_jax.model.config import ModelConfig
@@ -161,7 +162,8 @@ def build_trainer(cfg: TrainConfig, model_cfg: ModelConfig, params: dict, tokeni
                             remat=cfg.model.remat, use_old_logp=cfg.ppo_epochs * cfg.ppo_minibatches > 1,
                             max_new_tokens=cfg.sampling.max_new_tokens)
     rollout_settings = RolloutSettings(cfg.sampling.params, cfg.sampling.samples_per_prompt,
-                                       cfg.sampling.max_new_tokens, tuple(cfg.sampling.stop), compute_dtype)
+                                       cfg.sampling.max_new_tokens, tuple(cfg.sampling.stop), compute_dtype,
+                                       plan_reasoning(cfg.reasoning, tokenizer))
     trainer = Trainer(cfg, model_cfg, tokenizer, scorer, mesh, Policy(cfg, frozen, compute_dtype), frozen, reference,
                       sh, optimizer, jit_sharded_train_step(optimizer, settings, sh),
                       make_schedule(cfg.optimizer, steps), rollout_settings,
