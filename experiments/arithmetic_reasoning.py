@@ -142,13 +142,14 @@ def plot(runs: dict[str, Path], out_png: Path) -> None:
     fig = Figure(figsize=(11, 6.4), dpi=100)
     axes = fig.subplots(2, 2).ravel()
     for ax, (key, title) in zip(axes, panels):
-        for name, run in runs.items():
+        for color, (name, run) in enumerate(runs.items()):
             rows = _rows(run)
             minutes = dict(zip([r["step"] for r in rows if "timing_s/step" in r],
                                np.cumsum([r["timing_s/step"] for r in rows if "timing_s/step" in r]) / 60))
             rows = [r for r in rows if key in r and r["step"] in minutes]
             if rows:
-                ax.plot([minutes[r["step"]] for r in rows], [r[key] for r in rows], marker=".", label=name)
+                ax.plot([minutes[r["step"]] for r in rows], [r[key] for r in rows], marker=".", label=name,
+                        color=f"C{color}")
         ax.set_title(title)
         ax.set_xlabel("RL wall minutes (step time, evaluations excluded)")
         ax.grid(alpha=0.3)
