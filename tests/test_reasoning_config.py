@@ -131,3 +131,16 @@ def test_the_models_closing_tag_is_found_however_its_tokenizer_split_it(smollm2)
     assert think_token_count(ids, None, (plan.close_ids,)) == len(ids)  # the alone-spelling misses it
     assert think_token_count(ids, None, plan.closings) == thinking
     assert all(smollm2.decode(v).endswith("</think>") for v in plan.closings) and len(plan.closings) > 1
+
+
+def test_a_template_that_opens_the_thinking_itself_gets_no_instruction_and_no_second_tag(smollm2):
+    # DeepSeek-R1 distills: the generation prompt ends with "<think>\n" whatever the caller asks.
+    hf = copy.deepcopy(smollm2.hf)
+    hf.chat_template = QWEN3_THINKING.replace("{{- '<|im_start|>assistant\n' }}", "{{- '<|im_start|>assistant\n<think>\n' }}")
+    hf.chat_template = hf.chat_template.replace("enable_thinking", "thinking_switch")  # no native switch
+    r1 = Tokenizer(hf, smollm2.eos_ids)
+    plan = plan_reasoning(ReasoningConfig(mode="on"), r1)
+    assert not plan.native and plan.instruction is None and plan.reply_prefix_ids == ()
+    text = _rendered(r1, ReasoningConfig(mode="on"))
+    assert text.endswith("<|im_start|>assistant\n<think>\n") and text.count("<think>") == 1
+    assert "Think step by step" not in text

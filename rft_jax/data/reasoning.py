@@ -47,7 +47,8 @@ class ReasoningConfig:
     close_tag: str = "</think>"
     format: Literal["auto", "native", "instruction"] = "auto"
     """native: the chat template's `enable_thinking` switch; instruction: THINK_INSTRUCTION and an opened
-    tag; auto: native when the template takes `enable_thinking`, else instruction."""
+    tag; auto: native when the template takes `enable_thinking`, nothing added when its generation prompt
+    already opens the thinking (DeepSeek-R1 distills), else instruction."""
     instruction: str = THINK_INSTRUCTION
     """The system instruction of the instruction format."""
     reward_reads: Literal["answer", "all"] = "answer"
@@ -148,9 +149,20 @@ def plan_reasoning(cfg: ReasoningConfig, tokenizer) -> ReasoningPlan:
     if len(forced) >= cfg.answer_budget:
         raise ValueError(f"the forced closing tag and cue are {len(forced)} tokens, which leaves no room in "
                          f"reasoning.answer_budget={cfg.answer_budget}: raise the answer budget")
-    prefix = () if native else tuple(tokenizer.encode(cfg.open_tag + "\n"))
-    return ReasoningPlan(cfg, True, native, kwargs, None if native else cfg.instruction, prefix, close_ids, forced,
+    # A template that opens the thinking itself (DeepSeek-R1 distills) needs neither the instruction nor our tag.
+    opened = native or (cfg.format == "auto" and template_opens_thinking(tokenizer, cfg.open_tag))
+    prefix = () if opened else tuple(tokenizer.encode(cfg.open_tag + "\n"))
+    return ReasoningPlan(cfg, True, native, kwargs, None if opened else cfg.instruction, prefix, close_ids, forced,
                          cfg.think_budget, cfg.answer_budget, closing_variants(tokenizer, cfg.close_tag))
+
+
+def template_opens_thinking(tokenizer, open_tag: str) -> bool:
+    """The chat template's generation prompt already ends with the opening tag (DeepSeek-R1 distills)."""
+    try:
+        text = tokenizer.render_chat([{"role": "user", "content": "2 + 2?"}])
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return text.rstrip().endswith(open_tag)
 
 
 CLOSING_CONTEXTS = ("", " ", "\n", "\n\n", ".", ":")
