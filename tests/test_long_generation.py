@@ -93,6 +93,7 @@ def _step_temp_bytes(c: int) -> int:
     return jax.jit(grad).lower(PARAMS, completion).compile().memory_analysis().temp_size_in_bytes
 
 
+@pytest.mark.slow  # two XLA compiles at 2k and 4k tokens (about 20 s): the default suite keeps the numbers test
 def test_blockwise_attention_memory_grows_linearly():
     """Twice the tokens, about twice the memory: no [C, C] scores survive into the backward pass. With the
     blocks under `jax.checkpoint` instead of the custom VJP, the CPU layer policy saved them (3.2x here)."""
@@ -206,11 +207,12 @@ def _generate_and_score(c: int):
                                atol=1e-4)
 
 
+@pytest.mark.slow  # about 15 s; test_reasoning_forcing checks the sampler against the training forward by default
 def test_sampler_and_training_forward_agree_on_a_4k_token_completion():
     assert tf.attention_query_block(1, 2, TINY.num_heads, 8, 4095) is not None
     _generate_and_score(4096)
 
 
-@pytest.mark.slow  # about 70 s on 2 CPU cores: the 4k version above is in the default suite
+@pytest.mark.slow  # about 70 s on 2 CPU cores
 def test_sampler_and_training_forward_agree_on_a_16k_token_completion():
     _generate_and_score(16384)

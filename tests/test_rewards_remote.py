@@ -95,12 +95,14 @@ class Flaky(BaseHTTPRequestHandler):
         items = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         body = b"" if failing else json.dumps(
             [{"id": it["id"], "aggregate_reward_score": 0.7, "metrics_list": []} for it in items]).encode()
+        # Out of flight before the client can see the reply: decremented after it, a loaded machine let the
+        # client's next request arrive first and the peak read one over the limit.
+        with cls.lock:
+            cls.in_flight -= 1
         self.send_response(503 if failing else 200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-        with cls.lock:
-            cls.in_flight -= 1
 
     def log_message(self, *args):
         pass
