@@ -251,3 +251,25 @@ def test_dynamic_sampling_and_the_kl_monitor_in_a_run(tiny_model, tmp_path):
         assert r["dynamic/signal_groups"] == cfg.batch_size or r["dynamic/extra_rounds"] == 4
         assert "actor/ref_kl" in r and r["actor/ref_kl"] >= 0.0
     assert records[2]["actor/ref_kl"] > 0.0  # the hook runs after the update: the adapters have moved
+
+
+@pytest.mark.slow  # a whole tiny run; keeps the default suite under 15 minutes
+def test_a_run_in_reasoning_mode_forces_the_tag_logs_reasoning_metrics_and_evaluates_the_answer(tiny_model, tmp_path):
+    from rft_jax.data.reasoning import ReasoningConfig  # noqa: PLC0415
+
+    out = tmp_path / "run"
+    reasoning = ReasoningConfig(mode="on", think_budget=8, answer_budget=8)
+    run(tiny_config(tiny_model, str(out), reasoning=reasoning, max_steps=2,
+                    data=DataConfig(task=TaskData(name="arithmetic", num_train=16, num_val=4, num_test=4),
+                                    max_prompt_tokens=256)))
+    steps = [r for r in (json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines())
+             if "reasoning/think_length/mean" in r]
+    assert len(steps) == 2
+    # A random model never writes </think>: every episode is cut at the budget and the tag is forced.
+    assert all(r["reasoning/budget_hit_rate"] == 1.0 and r["reasoning/think_length/mean"] == 8 for r in steps)
+    assert all(r["reasoning/well_formed_rate"] == 1.0 for r in steps)
+    final = json.loads((out / "eval_final.json").read_text())
+    assert final["metrics"]["reasoning/budget_hit_rate"] == 1.0
+    sample = final["samples"][0]
+    assert sample["think_tokens"] == 8 and sample["well_formed"] and "</think>" not in sample["completion"]
+    assert json.loads((out / "config.json").read_text())["sampling"]["max_new_tokens"] == 16
