@@ -76,3 +76,17 @@ def test_bad_input_is_reported_before_loading_a_model(tmp_path, capsys):
 def test_checkpoint_that_is_not_a_run_is_refused(tiny_model, prompts, tmp_path, capsys):
     assert generate_main(["--checkpoint", str(tmp_path), "--data", prompts, "--out", str(tmp_path / "o.jsonl")]) == 2
     assert "not a training run or checkpoint" in capsys.readouterr().err
+
+
+def test_reasoning_mode_forces_the_tag_and_writes_the_thinking_beside_the_answer(tiny_model, prompts, tmp_path):
+    out = tmp_path / "reasoned.jsonl"
+    assert generate_main(["--model", tiny_model, "--data", prompts, "--out", str(out), "--batch-size", "2",
+                          "--reasoning.mode", "on", "--reasoning.think-budget", "6",
+                          "--reasoning.answer-budget", "12"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == len(PROMPTS)
+    # A random model never closes its thinking: the sampler closes it at 6 tokens, then at most 12 more.
+    assert all(r["reasoning_tokens"] == 6 and r["well_formed"] and r["completion_tokens"] <= 18 for r in rows)
+    assert all("</think>" not in r["completion"] and "</think>" not in r["reasoning_content"] for r in rows)
+    assert generate_main(["--model", tiny_model, "--data", prompts, "--out", str(out), "--reasoning.mode", "on",
+                          "--max-new-tokens", "100"]) == 2  # the two budgets decide it

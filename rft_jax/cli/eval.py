@@ -59,10 +59,11 @@ class EvalOptions:
     """Think within a budget, then answer (docs/reasoning.md). Default: a --checkpoint run's own setting."""
 
 
-def completion_budget(max_new_tokens: int | None, reasoning: ReasoningConfig) -> int:
+def completion_budget(max_new_tokens: int | None, reasoning: ReasoningConfig,
+                      default: int = DEFAULT_MAX_NEW_TOKENS) -> int:
     """Tokens per completion: the flag, or with reasoning on the two budgets (a different flag is refused)."""
     if not reasoning.enabled:
-        return DEFAULT_MAX_NEW_TOKENS if max_new_tokens is None else max_new_tokens
+        return default if max_new_tokens is None else max_new_tokens
     budget = reasoning.completion_budget
     if max_new_tokens not in (None, budget):
         raise ValueError(f"with reasoning on the completion budget is reasoning.think_budget + answer_budget = "
