@@ -21,10 +21,17 @@ import tyro
 from test_serving_support import scripted_model, smollm2_tokenizer
 
 from rft_jax.cli.serve import ServeOptions
-from rft_jax.data.reasoning import EFFORT_BUDGETS, ReasoningConfig, ReasoningPlan, plan_reasoning, split_reasoning
+from rft_jax.data.reasoning import (
+    EFFORT_BUDGETS,
+    ReasoningConfig,
+    ReasoningPlan,
+    plan_reasoning,
+    render_prompt,
+    split_reasoning,
+)
 from rft_jax.serving import BackgroundServer, Engine, EngineConfig, Request, make_app
 from rft_jax.serving.protocol import RequestError, parse_chat_request
-from rft_jax.serving.reasoning import ReasoningStream, ThinkBudget, ThinkState, render_prompt, request_budgets
+from rft_jax.serving.reasoning import ReasoningStream, ThinkBudget, ThinkState, request_budgets
 
 THINKING, ANSWER = "Add two and five.", "The sum is 7"
 SCRIPT = f"{THINKING}</think>{ANSWER}"  # 5 thinking tokens, the tag (3), 5 answer tokens

@@ -62,14 +62,7 @@ class EvalOptions:
 def completion_budget(max_new_tokens: int | None, reasoning: ReasoningConfig,
                       default: int = DEFAULT_MAX_NEW_TOKENS) -> int:
     """Tokens per completion: the flag, or with reasoning on the two budgets (a different flag is refused)."""
-    if not reasoning.enabled:
-        return default if max_new_tokens is None else max_new_tokens
-    budget = reasoning.completion_budget
-    if max_new_tokens not in (None, budget):
-        raise ValueError(f"with reasoning on the completion budget is reasoning.think_budget + answer_budget = "
-                         f"{budget} tokens, but --max-new-tokens is {max_new_tokens}: set the two budgets and "
-                         "leave --max-new-tokens out")
-    return budget
+    return reasoning.max_new_tokens(max_new_tokens, default, "--max-new-tokens")
 
 
 def run_reasoning(run_dir: Path) -> ReasoningConfig | None:

@@ -77,6 +77,17 @@ class ReasoningConfig:
     def completion_budget(self) -> int:
         return self.think_budget + self.answer_budget
 
+    def max_new_tokens(self, asked: int | None, default: int, flag: str) -> int:
+        """Tokens per completion: `asked` (None: `default`), or with reasoning on the two budgets, which a
+        different `asked` (the option `flag`) contradicts."""
+        if not self.enabled:
+            return default if asked is None else asked
+        if asked not in (None, self.completion_budget):
+            raise ValueError(f"with reasoning on the completion budget is reasoning.think_budget + answer_budget = "
+                             f"{self.completion_budget} tokens, but {flag} is {asked}: set the two budgets and "
+                             f"leave {flag} out")
+        return self.completion_budget
+
 
 class Reasoned(NamedTuple):
     """A completion split at its closing tag."""
@@ -194,9 +205,16 @@ def think_token_count(token_ids, forced, closings: tuple[tuple[int, ...], ...]) 
     return end
 
 
-def prompt_messages_for(messages: list[dict], plan: ReasoningPlan | None) -> list[dict]:
-    """The chat turns to render under `plan` (the instruction format adds its system instruction)."""
-    return messages if plan is None else with_instruction(messages, plan.instruction)
+def render_prompt(tokenizer, messages: list[dict], tools: list | None, plan: ReasoningPlan | None,
+                  **template_kwargs) -> list[int]:
+    """Prompt ids under `plan`: its instruction, the template's thinking switch (Qwen3's enable_thinking, also
+    when reasoning is off), then the opened tag. The one rendering training, evaluation, validation and the
+    server share; None renders the messages as they are."""
+    if plan is None:
+        return tokenizer.apply_chat_template(messages, tools=tools, **template_kwargs)
+    ids = tokenizer.apply_chat_template(with_instruction(messages, plan.instruction), tools=tools,
+                                        **template_kwargs, **plan.template_kwargs)
+    return ids + list(plan.reply_prefix_ids)
 
 
 def with_instruction(messages: list[dict], instruction: str | None) -> list[dict]:
@@ -218,9 +236,4 @@ class PlannedChat:
 
     def apply_chat_template(self, messages: list[dict], tools: list | None = None,
                             add_generation_prompt: bool = True) -> list[int]:
-        if self.plan is None:
-            return self.tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=add_generation_prompt)
-        ids = self.tokenizer.apply_chat_template(prompt_messages_for(messages, self.plan), tools=tools,
-                                                 add_generation_prompt=add_generation_prompt,
-                                                 **self.plan.template_kwargs)
-        return ids + list(self.plan.reply_prefix_ids)
+        return render_prompt(self.tokenizer, messages, tools, self.plan, add_generation_prompt=add_generation_prompt)

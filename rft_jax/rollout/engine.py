@@ -18,7 +18,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from rft_jax.data.example import Example, flatten_messages
-from rft_jax.data.reasoning import ReasoningPlan, prompt_messages_for, split_reasoning, think_token_count
+from rft_jax.data.reasoning import ReasoningPlan, render_prompt, split_reasoning, think_token_count
 from rft_jax.model.config import ModelConfig
 from rft_jax.parallel.distributed import gather_names, gather_rows, process_share
 from rft_jax.rollout.episode import Episode, Source
@@ -78,10 +78,7 @@ def prompt_ids(tokenizer, examples: list[Example], reasoning: ReasoningPlan | No
     """Each example's prompt through the chat template: the one rendering that training, evaluation and the
     warm start share, so a prompt is the same tokens in all three. Under a reasoning plan the template gets
     its thinking switch (native) or the instruction and an opened tag (instruction format)."""
-    kwargs = reasoning.template_kwargs if reasoning is not None else {}
-    suffix = list(reasoning.reply_prefix_ids) if reasoning is not None else []
-    return [tokenizer.apply_chat_template(prompt_messages_for(flatten_messages(ex.prompt_messages), reasoning),
-                                          tools=ex.tools, **kwargs) + suffix for ex in examples]
+    return [render_prompt(tokenizer, flatten_messages(ex.prompt_messages), ex.tools, reasoning) for ex in examples]
 
 
 def budget_forcing(plan: ReasoningPlan | None) -> BudgetForcing | None:

@@ -121,8 +121,8 @@ class Engine:
                              f"{self.config.max_context} tokens, prompt and completion together")
         if not request.prompt_ids:
             raise ValueError("empty prompt")
-        if request.think is not None and not (request.think.forced_ids and all(request.think.close_variants)
-                                              and request.think.close_variants):
+        think = request.think
+        if think is not None and not (think.forced_ids and think.close_variants and all(think.close_variants)):
             raise ValueError("a think budget needs the closing tag's ids (close_variants and forced_ids)")
         with self.wake:
             self.waiting.append(request)

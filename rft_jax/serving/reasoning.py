@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple
 
-from rft_jax.data.reasoning import EFFORT_BUDGETS, ReasoningPlan, with_instruction
+from rft_jax.data.reasoning import EFFORT_BUDGETS, ReasoningPlan
 from rft_jax.serving.protocol import ChatRequest, RequestError
 from rft_jax.serving.text_stream import held_back
 
@@ -113,16 +113,6 @@ class ReasoningStream:
             self.pending = text[len(body):]
         self.begun = self.begun or bool(body)
         return body
-
-
-def render_prompt(tokenizer, messages: list[dict], tools: list | None, plan: ReasoningPlan | None) -> list[int]:
-    """The prompt ids under `plan`: its instruction and template switch (Qwen3's enable_thinking, also when
-    reasoning is off), then the opened tag."""
-    if plan is None:
-        return tokenizer.apply_chat_template(messages, tools=tools)
-    ids = tokenizer.apply_chat_template(with_instruction(messages, plan.instruction), tools=tools,
-                                        **plan.template_kwargs)
-    return ids + list(plan.reply_prefix_ids)
 
 
 def request_budgets(req: ChatRequest, plan: ReasoningPlan | None, room: int) -> tuple[ThinkBudget | None, int]:

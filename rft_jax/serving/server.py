@@ -13,7 +13,7 @@ import hmac
 import json
 import time
 
-from rft_jax.data.reasoning import ReasoningPlan
+from rft_jax.data.reasoning import ReasoningPlan, render_prompt
 from rft_jax.serving.bridge import EngineFailure, stream_choices
 from rft_jax.serving.engine import Engine
 from rft_jax.serving.protocol import (
@@ -27,7 +27,7 @@ from rft_jax.serving.protocol import (
     usage,
     usage_chunk,
 )
-from rft_jax.serving.reasoning import render_prompt, request_budgets
+from rft_jax.serving.reasoning import request_budgets
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 LOOPBACK = ("127.0.0.1", "::1", "localhost")

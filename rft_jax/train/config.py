@@ -200,12 +200,10 @@ class TrainConfig:
         if not isinstance(self.reward, RewardSpec):
             raise TypeError(f"reward is a RewardSpec, got {self.reward!r}: write RewardSpec(name, params) or "
                             "rft_jax.rewards.parse_spec(text) for a name or JSON spec")
-        if self.reasoning.enabled:
-            budget = self.reasoning.completion_budget
-            if self.sampling.max_new_tokens not in (SamplingConfig.max_new_tokens, budget):
-                raise ValueError(f"with reasoning on the completion budget is reasoning.think_budget + answer_budget"
-                                 f" = {budget} tokens, but sampling.max_new_tokens is {self.sampling.max_new_tokens}:"
-                                 " set the two budgets and leave max_new_tokens out")
+        if self.reasoning.enabled:  # the default's value counts as unset: the budgets decide
+            asked = self.sampling.max_new_tokens
+            budget = self.reasoning.max_new_tokens(None if asked == SamplingConfig.max_new_tokens else asked,
+                                                   asked, "sampling.max_new_tokens")
             object.__setattr__(self, "sampling", dataclasses.replace(self.sampling, max_new_tokens=budget))
         accum, minibatches = self.optimizer.grad_accum_steps, self.ppo_minibatches
         if self.ppo_epochs < 1 or minibatches < 1:
