@@ -16,7 +16,7 @@ import numpy as np
 
 from rft_jax.data.example import message_text
 from rft_jax.data.reasoning import ReasoningPlan, split_reasoning
-from rft_jax.rollout.engine import budget_forcing, prompt_ids, reasoned_episode
+from rft_jax.rollout.engine import budget_forcing, malformed_penalty, prompt_ids, reasoned_episode
 from rft_jax.rollout.episode import Episode
 from rft_jax.rollout.metrics import reasoning_metrics
 from rft_jax.sampling import SamplingParams, decode_rollout, generate_ids
@@ -74,11 +74,10 @@ def evaluate(params: dict, cfg, tokenizer, examples, scorers: dict, *, key: jax.
         flat_text = [e.text for row in chunk_episodes for e in row]
         scores = {name: s.score_batch(flat_ex, flat_text) for name, s in scorers.items()}
         main = next(iter(scores))
-        # The main reward is the training reward: a malformed reasoning answer loses malformed_penalty there too.
-        penalty = reasoning.config.malformed_penalty if reasoning is not None and reasoning.enabled else 0.0
         for j, ex in enumerate(chunk):
             row = {name: [scores[name][j * num_samples + g].score for g in range(num_samples)] for name in scorers}
-            row[main] = [v - (0.0 if e.well_formed else penalty) for v, e in zip(row[main], chunk_episodes[j])]
+            # The main reward is the training reward: a malformed reasoning answer loses its penalty here too.
+            row[main] = [v - malformed_penalty(e, reasoning) for v, e in zip(row[main], chunk_episodes[j])]
             lengths = [len(c.token_ids) for c in completions[j]]
             truncated = [c.finish_reason == "length" for c in completions[j]]
             results = [scores[main][j * num_samples + g] for g in range(num_samples)]

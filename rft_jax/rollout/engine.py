@@ -143,14 +143,22 @@ def score_episodes(scorer, groups: list[list[Episode]]) -> None:
                                               if full["errors"][i, j] else None)
 
 
+def malformed_penalty(episode: Episode, plan: ReasoningPlan | None) -> float:
+    """What reasoning.malformed_penalty takes from this episode's reward: the penalty when it never closed its
+    thinking, else 0 (and 0 with reasoning off)."""
+    if plan is None or not plan.enabled or episode.well_formed:
+        return 0.0
+    return plan.config.malformed_penalty
+
+
 def penalise_malformed(groups: list[list[Episode]], plan: ReasoningPlan | None) -> None:
     """Subtracts reasoning.malformed_penalty from episodes that never closed their thinking."""
-    penalty = plan.config.malformed_penalty if plan is not None and plan.enabled else 0.0
-    if not penalty:
+    if plan is None or not plan.enabled or not plan.config.malformed_penalty:
         return
     for e in (e for group in groups for e in group):
-        e.reward -= 0.0 if e.well_formed else penalty
-        e.components["reasoning_malformed"] = 0.0 if e.well_formed else -penalty
+        penalty = malformed_penalty(e, plan)
+        e.reward -= penalty
+        e.components["reasoning_malformed"] = -penalty
 
 
 def collect(params: dict, cfg: ModelConfig, tokenizer, scorer, examples: list[Example], key: jax.Array,
