@@ -14,6 +14,11 @@ thinks within `--reasoning.think-budget` tokens, then answers, the scorers read
 the answer, and the `reasoning/*` metrics are printed and written. The two
 budgets decide the completion budget. A --checkpoint run's config.json
 reasoning section is the default; --reasoning.* flags override it.
+
+`--agent.environment.name calculator` (or sqlite, python, module, remote) evaluates
+multi-turn episodes with tools (docs/agents.md): the scorers read each episode's
+final answer, the `agent/*` metrics are printed, and each sample's transcript is
+written. The episode budget is `--agent.max-episode-tokens`.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pathlib import Path
 import tyro
 
 from rft_jax.data.reasoning import ReasoningConfig, plan_reasoning
+from rft_jax.rollout.agent_config import AgentConfig
 
 DEFAULT_MAX_NEW_TOKENS = 128
 
@@ -57,6 +63,8 @@ class EvalOptions:
     """The evaluation's name in the eval JSON (and in `rft-jax report`)."""
     reasoning: ReasoningConfig = ReasoningConfig()
     """Think within a budget, then answer (docs/reasoning.md). Default: a --checkpoint run's own setting."""
+    agent: AgentConfig = AgentConfig()
+    """Multi-turn episodes with tools (docs/agents.md); off unless an environment is named."""
 
 
 def completion_budget(max_new_tokens: int | None, reasoning: ReasoningConfig,
@@ -133,6 +141,9 @@ def main(argv: list[str]) -> int:
     try:  # flag errors before the model loads (a CheckpointError is a ValueError)
         args = with_run_reasoning(args, argv) if args.checkpoint else args
         max_new_tokens = completion_budget(args.max_new_tokens, args.reasoning)
+        if args.agent.enabled and args.reasoning.enabled:
+            raise ValueError("--agent.environment.name and --reasoning.mode on together are not supported yet")
+        max_new_tokens = args.agent.max_episode_tokens if args.agent.enabled else max_new_tokens
     except ValueError as err:
         print(f"rft-jax eval: {err}", file=sys.stderr)
         return 2
@@ -167,7 +178,8 @@ def main(argv: list[str]) -> int:
         scale = lora_cfg.scale
     result = evaluate(params, cfg, tokenizer, examples, scorers, key=jax.random.key(0),
                       max_new_tokens=max_new_tokens, lora=lora, lora_scale=scale,
-                      temperature=args.temperature, num_samples=args.samples, reasoning=plan)
+                      temperature=args.temperature, num_samples=args.samples, reasoning=plan,
+                      agent=args.agent if args.agent.enabled else None)
     width = max(len(k) for k in result.metrics)
     for k, v in result.metrics.items():
         print(f"{k:<{width}}  {v:.4f}")

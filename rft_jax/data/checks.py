@@ -6,6 +6,8 @@ the file can report everything wrong at once.
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 from rft_jax.data.chat_text import ACCEPTED_ROLES, ROLES, block_kind, role_of
@@ -64,9 +66,56 @@ def check_message(message: Any, index: int, line: int) -> list[Problem]:
         return [Problem(line, f"{field}.content",
                         f"must be a string or a list of text parts, got {type(content).__name__}",
                         "use a string")]
+    if message.get("tool_calls") is not None:
+        if role != "assistant":
+            return [Problem(line, f"{field}.tool_calls", f"a {role} message cannot carry tool_calls",
+                            "move the calls to the assistant message that made them")]
+        found = check_tool_calls(message["tool_calls"], field, line)
+        if found:
+            return found
+    if role == "tool":
+        call_id = message.get("tool_call_id")
+        if call_id is not None and not isinstance(call_id, str):
+            return [Problem(line, f"{field}.tool_call_id", f"must be a string, got {type(call_id).__name__}",
+                            "use the id of the assistant's tool call this message answers")]
+        return []  # a tool may return nothing
     if not message_text(message).strip() and not (role == "assistant" and message.get("tool_calls")):
         return [Problem(line, f"{field}.content", "empty content", "write the message text, or remove the message")]
     return []
+
+
+CALL_FORM = '{"id": str, "type": "function", "function": {"name": str, "arguments": "<JSON object as a string>"}}'
+
+
+def check_tool_calls(calls: Any, field: str, line: int) -> list[Problem]:
+    """An assistant message's OpenAI `tool_calls`: a non-empty list of named function calls whose arguments
+    are a JSON object (OpenAI's string form, or the object itself)."""
+    if not isinstance(calls, list) or not calls:
+        return [Problem(line, f"{field}.tool_calls", "must be a non-empty list of calls",
+                        f"write [{CALL_FORM}], or drop tool_calls")]
+    problems = []
+    for j, call in enumerate(calls):
+        where = f"{field}.tool_calls[{j}]"
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"].strip():
+            problems.append(Problem(line, where, "not a function call with a name", f"write {CALL_FORM}"))
+            continue
+        if call.get("type", "function") != "function" or not isinstance(call.get("id", ""), str):
+            problems.append(Problem(line, where, 'type must be "function" and id a string', f"write {CALL_FORM}"))
+            continue
+        args = fn.get("arguments", {})
+        if isinstance(args, str):
+            try:
+                args = json.loads(args) if args.strip() else {}
+            except json.JSONDecodeError as err:
+                problems.append(Problem(line, f"{where}.function.arguments", f"not valid JSON: {err.msg}",
+                                        "give the arguments as a JSON object, or that object's JSON string"))
+                continue
+        if not isinstance(args, dict):
+            problems.append(Problem(line, f"{where}.function.arguments",
+                                    f"must be a JSON object, got {type(args).__name__}",
+                                    'give the arguments by name: {"x": 1}'))
+    return problems
 
 
 def check_role_order(roles: list[str], messages: list[dict], line: int) -> list[Problem]:
@@ -82,21 +131,85 @@ def check_role_order(roles: list[str], messages: list[dict], line: int) -> list[
         elif role == "tool" and not (prev == "tool" or (prev == "assistant" and messages[i - 1].get("tool_calls"))):
             problems.append(Problem(line, f"messages[{i}].role", "tool message not answering an assistant tool call",
                                     "put tool messages right after the assistant message with tool_calls"))
+        elif role == "tool":
+            problems += check_call_id(messages, i, line)
     if "user" not in roles:
-        problems.append(Problem(line, "messages", "no user turn: the prompt must end with a user turn",
+        problems.append(Problem(line, "messages", "no user turn: a prompt ends with a user turn (or tool results)",
                                 'add {"role": "user", "content": "..."}'))
     return problems
 
 
+def check_call_id(messages: list[dict], i: int, line: int) -> list[Problem]:
+    """A tool message's tool_call_id names one of the calls of the assistant message it answers."""
+    call_id = messages[i].get("tool_call_id")
+    j = i - 1
+    while messages[j].get("role") == "tool":
+        j -= 1
+    ids = [c.get("id") for c in messages[j]["tool_calls"] if isinstance(c, dict) and c.get("id") is not None]
+    if call_id is None or not ids or call_id in ids:
+        return []
+    return [Problem(line, f"messages[{i}].tool_call_id", f"{call_id!r} is not among messages[{j}]'s call ids "
+                    f"({', '.join(map(str, ids))})", "use the id of the call this message answers")]
+
+
+TOOL_FORM = '{"type": "function", "function": {"name": str, "description": str, "parameters": {JSON Schema}}}'
+TOOL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+"""A function name: a letter or underscore, then letters, digits, underscores or dashes; 64 characters at most
+(OpenAI's limit, and a name every template and the model can write inside JSON)."""
+
+
 def check_tools(tools: Any, line: int) -> list[Problem]:
+    """OpenAI function schemas: type "function", a valid and unique name, `parameters` a JSON Schema object."""
     if not isinstance(tools, list):
-        return [Problem(line, "tools", "must be a list of function schemas",
-                        '[{"type": "function", "function": {"name": ..., "parameters": {...}}}]')]
-    problems = []
+        return [Problem(line, "tools", "must be a list of function schemas", f"write [{TOOL_FORM}, ...]")]
+    problems: list[Problem] = []
+    first: dict[str, int] = {}
     for i, tool in enumerate(tools):
-        fn = tool.get("function") if isinstance(tool, dict) else None
-        if not (isinstance(tool, dict) and tool.get("type") == "function" and isinstance(fn, dict)
-                and isinstance(fn.get("name"), str) and isinstance(fn.get("parameters", {}), dict)):
-            problems.append(Problem(line, f"tools[{i}]", "not an OpenAI function schema",
-                                    '{"type": "function", "function": {"name": str, "parameters": {JSON schema}}}'))
+        where = f"tools[{i}]"
+        if not isinstance(tool, dict):
+            problems.append(Problem(line, where, f"must be an object, got {type(tool).__name__}", f"write {TOOL_FORM}"))
+            continue
+        if tool.get("type") != "function":
+            problems.append(Problem(line, f"{where}.type", f'must be "function", got {tool.get("type")!r}',
+                                    f'add "type": "function" (only function tools are supported): {TOOL_FORM}'))
+        fn = tool.get("function")
+        if not isinstance(fn, dict):
+            problems.append(Problem(line, f"{where}.function", "missing or not an object", f"write {TOOL_FORM}"))
+            continue
+        name = fn.get("name")
+        if not isinstance(name, str) or not TOOL_NAME.fullmatch(name):
+            problems.append(Problem(line, f"{where}.function.name", f"{name!r} is not a valid function name",
+                                    "use a letter or underscore, then letters, digits, _ or -, "
+                                    "64 characters at most (e.g. get_weather)"))
+        elif name in first:
+            problems.append(Problem(line, f"{where}.function.name",
+                                    f"duplicate name {name!r} (also tools[{first[name]}])",
+                                    "give every tool a unique name; the model calls tools by name"))
+        else:
+            first[name] = i
+        if fn.get("description") is not None and not isinstance(fn["description"], str):
+            problems.append(Problem(line, f"{where}.function.description", "must be a string",
+                                    "describe what the tool does in a sentence"))
+        if "parameters" in fn:
+            problems += check_parameters(fn["parameters"], f"{where}.function.parameters", line)
     return problems
+
+
+def check_parameters(schema: Any, field: str, line: int) -> list[Problem]:
+    """A function's `parameters`: a valid JSON Schema (jsonschema's meta-schema check) describing an object."""
+    if not isinstance(schema, dict):
+        return [Problem(line, field, f"must be a JSON Schema object, got {type(schema).__name__}",
+                        'write {"type": "object", "properties": {"x": {"type": "number"}}, "required": ["x"]}')]
+    if schema.get("type", "object") != "object":
+        return [Problem(line, field, f'describes a {schema["type"]!r}, but the arguments are an object',
+                        'use "type": "object" with the arguments under "properties"')]
+    import jsonschema  # noqa: PLC0415 (lazy: only files with tools need it)
+
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as err:
+        at = "/".join(str(p) for p in err.absolute_path)
+        return [Problem(line, f"{field}.{at.replace('/', '.')}" if at else field,
+                        f"not a valid JSON Schema: {err.message}",
+                        "fix the schema (see https://json-schema.org/understanding-json-schema)")]
+    return []

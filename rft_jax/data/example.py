@@ -27,7 +27,8 @@ class Example:
 
     @property
     def prompt_messages(self) -> list[dict]:
-        """Messages up to and including the last user turn: what the policy is shown."""
+        """Messages up to and including the last user or tool turn: what the policy is shown (a conversation
+        ending in tool results is continued by the model)."""
         return prompt_messages(self.messages)
 
     def to_record(self) -> dict:
@@ -41,9 +42,13 @@ class Example:
         return record
 
 
+PROMPT_END_ROLES = ("user", "tool")
+
+
 def prompt_messages(messages: list[dict]) -> list[dict]:
-    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
-    return list(messages[: last_user + 1])
+    """Up to and including the last user or tool turn; a trailing assistant turn (a reference reply) is left out."""
+    last = max((i for i, m in enumerate(messages) if m.get("role") in PROMPT_END_ROLES), default=-1)
+    return list(messages[: last + 1])
 
 
 def message_text(message: dict) -> str:
@@ -82,8 +87,30 @@ def stable_id(messages: list[dict], reference_answer: Any) -> str:
 
 def prompt_key(messages: list[dict]) -> str:
     """Key for duplicate-prompt detection: the prompt's roles and text, whitespace-normalised."""
-    turns = [(m.get("role"), " ".join(message_text(m).split())) for m in prompt_messages(messages)]
+    turns = [(m.get("role"), " ".join(message_text(m).split()), *_calls_key(m)) for m in prompt_messages(messages)]
     return hashlib.sha256(canonical_json(turns).encode()).hexdigest()
+
+
+def _calls_key(message: dict) -> tuple:
+    """An assistant turn's tool calls (names and arguments) as part of its prompt key; () without calls, so the
+    keys of plain conversations are what they always were."""
+    calls = message.get("tool_calls")
+    if not calls:
+        return ()
+    return (canonical_json([_call_key(c) for c in calls]),)
+
+
+def _call_key(call: Any) -> Any:
+    fn = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(fn, dict):
+        return call
+    args = fn.get("arguments")
+    if isinstance(args, str):  # OpenAI's JSON string and the object itself key alike
+        try:
+            args = json.loads(args)
+        except json.JSONDecodeError:
+            pass
+    return [fn.get("name"), args]
 
 
 def from_record(record: dict) -> Example:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal, NamedTuple
 
+from rft_jax.data.tool_prompt import messages_with_tools
+
 THINK_INSTRUCTION = ("Think step by step inside <think> and </think> before you answer. "
                      "After </think>, write only the final answer.")
 
@@ -209,11 +211,14 @@ def render_prompt(tokenizer, messages: list[dict], tools: list | None, plan: Rea
                   **template_kwargs) -> list[int]:
     """Prompt ids under `plan`: its instruction, the template's thinking switch (Qwen3's enable_thinking, also
     when reasoning is off), then the opened tag. The one rendering training, evaluation, validation and the
-    server share; None renders the messages as they are."""
+    server share; None renders the messages as they are. Tools and tool turns go through
+    `messages_with_tools`: the template's own tool format, else the documented fallback in the system turn
+    (docs/tools.md), so no template drops them."""
+    instructed = with_instruction(messages, plan.instruction) if plan is not None else messages
+    shown, tools = messages_with_tools(tokenizer, instructed, tools)
     if plan is None:
-        return tokenizer.apply_chat_template(messages, tools=tools, **template_kwargs)
-    ids = tokenizer.apply_chat_template(with_instruction(messages, plan.instruction), tools=tools,
-                                        **template_kwargs, **plan.template_kwargs)
+        return tokenizer.apply_chat_template(shown, tools=tools, **template_kwargs)
+    ids = tokenizer.apply_chat_template(shown, tools=tools, **template_kwargs, **plan.template_kwargs)
     return ids + list(plan.reply_prefix_ids)
 
 
@@ -228,8 +233,9 @@ def with_instruction(messages: list[dict], instruction: str | None) -> list[dict
 
 class PlannedChat:
     """A tokenizer's chat template as prompts are rendered under a plan (the instruction, the template's
-    switch, the opened tag): what data validation counts against data.max_prompt_tokens, so a prompt that
-    fits there fits in training too."""
+    switch, the opened tag, the tools as `render_prompt` places them): what data validation counts against
+    data.max_prompt_tokens, so a prompt that fits there fits in training too. A None plan is the bare
+    template with the tools placed."""
 
     def __init__(self, tokenizer, plan: ReasoningPlan | None):
         self.tokenizer, self.plan = tokenizer, plan

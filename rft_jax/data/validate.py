@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from rft_jax.data.checks import check_record
 from rft_jax.data.example import Example, flatten_messages, from_record, prompt_key
 from rft_jax.data.problems import DatasetError, Problem
+from rft_jax.data.reasoning import PlannedChat
 
 
 class ChatTokenizer(Protocol):
@@ -57,13 +58,31 @@ def validate_lines(lines: list[str], *, tokenizer: ChatTokenizer | None = None,
     problems += duplicate_problems(examples, where, allow_duplicate_prompts)
     lengths = None
     if tokenizer is not None:
-        lengths = [len(tokenizer.apply_chat_template(flatten_messages(ex.prompt_messages), tools=ex.tools,
-                                                     add_generation_prompt=True))
-                   for ex in examples]
+        lengths, unrendered = prompt_lengths(tokenizer, examples, where)
+        problems += unrendered
         if max_prompt_tokens is not None:
             problems += too_long_problems(where, lengths, max_prompt_tokens)
     problems.sort(key=lambda p: p.line)
     return Validation(examples, where, problems, lengths)
+
+
+def prompt_lengths(tokenizer: ChatTokenizer, examples: list[Example], lines: list[int]
+                   ) -> tuple[list[int], list[Problem]]:
+    """Prompt tokens per example as training renders them (tools placed by `render_prompt`, so a template that
+    ignores `tools` is counted with the fallback description), and a problem for each prompt that cannot be
+    rendered (tools that would not reach the prompt)."""
+    chat = tokenizer if isinstance(tokenizer, PlannedChat) else PlannedChat(tokenizer, None)
+    lengths, problems = [], []
+    for ex, number in zip(examples, lines):
+        try:
+            lengths.append(len(chat.apply_chat_template(flatten_messages(ex.prompt_messages), tools=ex.tools,
+                                                        add_generation_prompt=True)))
+        except ValueError as err:
+            if not ex.tools:
+                raise
+            lengths.append(0)
+            problems.append(Problem(number, "tools", str(err), "see docs/tools.md"))
+    return lengths, problems
 
 
 def too_long_problems(lines: list[int], lengths: list[int], limit: int) -> list[Problem]:

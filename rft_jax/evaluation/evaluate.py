@@ -18,8 +18,9 @@ from rft_jax.data.example import message_text
 from rft_jax.data.reasoning import ReasoningPlan, split_reasoning
 from rft_jax.rollout.engine import budget_forcing, malformed_penalty, prompt_ids, reasoned_episode
 from rft_jax.rollout.episode import Episode
-from rft_jax.rollout.metrics import reasoning_metrics
-from rft_jax.sampling import SamplingParams, decode_rollout, generate_ids
+from rft_jax.rollout.metrics import agent_metrics, reasoning_metrics
+from rft_jax.rollout.multiturn import AgentConfig, generate_agent_episodes
+from rft_jax.sampling import Completion, SamplingParams, decode_rollout, generate_ids
 
 
 @dataclasses.dataclass
@@ -42,7 +43,8 @@ def _batches(items, size):
 def evaluate(params: dict, cfg, tokenizer, examples, scorers: dict, *, key: jax.Array, max_new_tokens: int,
              lora=None, lora_scale: float = 1.0, dtype=jnp.float32, temperature: float = 0.0,
              num_samples: int = 1, batch_size: int = 64, breakdown_fields: tuple[str, ...] = ("level", "difficulty"),
-             progress=None, mesh=None, reasoning: ReasoningPlan | None = None) -> EvalResult:
+             progress=None, mesh=None, reasoning: ReasoningPlan | None = None,
+             agent: AgentConfig | None = None) -> EvalResult:
     """Scores (greedy by default) completions of every example with every scorer.
 
     `scorers` maps a name to a scorer; the first one is the main reward. Metrics:
@@ -50,7 +52,9 @@ def evaluate(params: dict, cfg, tokenizer, examples, scorers: dict, *, key: jax.
     `response_length/mean`, `response_length/clip_ratio`. `mesh`: where to
     sample (default: the mesh the parameters live on). `reasoning`: render,
     sample and score as reasoning mode does (the scorers read the answer), and
-    add the `reasoning/*` metrics; each sample then carries its `thinking`.
+    add the `reasoning/*` metrics; each sample then carries its `thinking`. `agent`: multi-turn episodes with
+    tools (`max_new_tokens` is then the agent's episode budget): the scorers read each episode's final answer,
+    the `agent/*` metrics are added, and each sample carries its whole `transcript`.
     """
     if not examples:  # every metric would be a mean of nothing (NaN); callers skip an empty split
         raise ValueError("nothing to evaluate: no examples")
@@ -59,16 +63,25 @@ def evaluate(params: dict, cfg, tokenizer, examples, scorers: dict, *, key: jax.
     samples: list[dict] = []
     episodes: list[Episode] = []
     for i, chunk in enumerate(_batches(list(examples), batch_size)):
-        ids = prompt_ids(tokenizer, chunk, reasoning)
-        rollout, _, _ = generate_ids(params, cfg, ids, jax.random.fold_in(key, i), sampling=sampling,
-                                     num_samples=num_samples, max_new_tokens=max_new_tokens,
-                                     eos_ids=tokenizer.eos_ids, pad_id=tokenizer.pad_id, lora=lora,
-                                     lora_scale=lora_scale, dtype=dtype, mesh=mesh, forcing=budget_forcing(reasoning))
-        completions = decode_rollout(tokenizer, rollout)
-        chunk_episodes = [[reasoned_episode(Episode.single_turn(ex, prompt, c.token_ids, c.logprobs, policy_version=0,
-                                                                finish_reason=c.finish_reason, text=c.text,
-                                                                forced=c.forced), reasoning) for c in row]
-                          for ex, prompt, row in zip(chunk, ids, completions)]
+        if agent is not None and agent.enabled:
+            chunk_episodes = generate_agent_episodes(params, cfg, tokenizer, chunk, jax.random.fold_in(key, i),
+                                                     sampling=sampling, num_samples=num_samples, agent=agent,
+                                                     lora=lora, lora_scale=lora_scale, dtype=dtype)
+            completions = [[Completion(e.text, e.completion_ids.tolist(), [], e.finish_reason) for e in row]
+                           for row in chunk_episodes]
+        else:
+            ids = prompt_ids(tokenizer, chunk, reasoning)
+            rollout, _, _ = generate_ids(params, cfg, ids, jax.random.fold_in(key, i), sampling=sampling,
+                                         num_samples=num_samples, max_new_tokens=max_new_tokens,
+                                         eos_ids=tokenizer.eos_ids, pad_id=tokenizer.pad_id, lora=lora,
+                                         lora_scale=lora_scale, dtype=dtype, mesh=mesh,
+                                         forcing=budget_forcing(reasoning))
+            completions = decode_rollout(tokenizer, rollout)
+            chunk_episodes = [[reasoned_episode(Episode.single_turn(ex, prompt, c.token_ids, c.logprobs,
+                                                                    policy_version=0, finish_reason=c.finish_reason,
+                                                                    text=c.text, forced=c.forced), reasoning)
+                               for c in row]
+                              for ex, prompt, row in zip(chunk, ids, completions)]
         episodes.extend(e for row in chunk_episodes for e in row)
         flat_ex = [ex for ex in chunk for _ in range(num_samples)]
         flat_text = [e.text for row in chunk_episodes for e in row]
@@ -93,6 +106,10 @@ def evaluate(params: dict, cfg, tokenizer, examples, scorers: dict, *, key: jax.
                                                          reasoning.config.close_tag).answer,
                               thinking=episode.thinking, well_formed=episode.well_formed,
                               think_tokens=episode.think_tokens)
+            if episode.multi_turn:  # the whole conversation after the prompt, tool results included
+                sample.update(transcript=tokenizer.decode(episode.completion_ids.tolist(), skip_special_tokens=False),
+                              turns=episode.turns, tool_calls=episode.tool_calls, tool_errors=episode.tool_errors,
+                              finish_reason=episode.finish_reason)
             samples.append(sample)
         if progress is not None:
             progress(len(per_example))
@@ -105,6 +122,7 @@ def evaluate(params: dict, cfg, tokenizer, examples, scorers: dict, *, key: jax.
     metrics["response_length/mean"] = float(np.mean([n for e in per_example for n in e["lengths"]]))
     metrics["response_length/clip_ratio"] = float(np.mean([t for e in per_example for t in e["truncated"]]))
     metrics.update(reasoning_metrics(episodes))
+    metrics.update(agent_metrics(episodes))
     by_field: dict[str, dict[str, dict[str, float]]] = {}
     for field in breakdown_fields:
         groups = defaultdict(list)

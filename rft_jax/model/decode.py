@@ -125,8 +125,9 @@ def _project(x_RxD, w: dict, group: str, dtype, lora_scale: float):
     return y
 
 
-def _attend(cfg, dtype, b, g, q_RxHxK, prefix, prefix_mask_BxP, cache_k, cache_v, step):
-    """Attention of each branch's new token over its prompt (shared by the G branches) and its own cache."""
+def _attend(cfg, dtype, b, g, q_RxHxK, prefix, prefix_mask_BxP, cache_k, cache_v, step, valid_RxS=None):
+    """Attention of each branch's new token over its prompt (shared by the G branches) and its own cache:
+    slots up to `step`, or the slots `valid_RxS` marks (multi-turn decoding, where rows idle at times)."""
     j, kd = cfg.num_kv_heads, cfg.head_dim
     qh = cfg.num_heads // j
     q = (q_RxHxK * kd**-0.5).astype(dtype).reshape(b, g, j, qh, kd)
@@ -136,7 +137,10 @@ def _attend(cfg, dtype, b, g, q_RxHxK, prefix, prefix_mask_BxP, cache_k, cache_v
     s_prefix = jnp.where(prefix_mask_BxP[:, None, None, :], s_prefix, _MASKED)
     q_RxJxQxK = q.reshape(b * g, j, qh, kd).astype(cache_k.dtype)
     s_cache = jnp.einsum("rjqk,rjks->rjqs", q_RxJxQxK, cache_k, preferred_element_type=jnp.float32)
-    s_cache = jnp.where(jnp.arange(s_cache.shape[-1]) <= step, s_cache, _MASKED)
+    if valid_RxS is None:
+        s_cache = jnp.where(jnp.arange(s_cache.shape[-1]) <= step, s_cache, _MASKED)
+    else:
+        s_cache = jnp.where(valid_RxS[:, None, None, :], s_cache, _MASKED)
     # One softmax over both parts: a shared max and denominator, no concatenated scores.
     m_prefix = s_prefix.max(-1).reshape(b, j, g, qh).transpose(0, 2, 1, 3).reshape(b * g, j, qh)
     m = jnp.maximum(m_prefix, s_cache.max(-1))  # [R, J, Q]
@@ -153,7 +157,8 @@ def _attend(cfg, dtype, b, g, q_RxHxK, prefix, prefix_mask_BxP, cache_k, cache_v
     return o.reshape(b * g, cfg.num_heads * kd)
 
 
-def _decode_layer(cfg, dtype, lora_scale, b, g, step, x_RxD, w, cos, sin, prefix, prefix_mask_BxP, cache):
+def _decode_layer(cfg, dtype, lora_scale, b, g, step, x_RxD, w, cos, sin, prefix, prefix_mask_BxP, cache,
+                  valid_RxS=None):
     """One layer for one new token per branch; writes its key/value into the cache, then attends."""
     h, kd = cfg.num_heads, cfg.head_dim
     j = cfg.num_kv_heads
@@ -171,7 +176,7 @@ def _decode_layer(cfg, dtype, lora_scale, b, g, step, x_RxD, w, cos, sin, prefix
     k, v = (a.astype(dtype).astype(cache.k.dtype) for a in (k, v))
     cache_k = jax.lax.dynamic_update_slice(cache.k, k[..., None], (0, 0, 0, step))
     cache_v = jax.lax.dynamic_update_slice(cache.v, v[:, :, None], (0, 0, step, 0))
-    o = _attend(cfg, dtype, b, g, q, prefix, prefix_mask_BxP, cache_k, cache_v, step)
+    o = _attend(cfg, dtype, b, g, q, prefix, prefix_mask_BxP, cache_k, cache_v, step, valid_RxS)
     x_RxD = x_RxD + _project(o, w, "o", dtype, lora_scale)
     gate_up = _project(rms_norm(x_RxD, w["mlp_norm"], cfg.rms_norm_eps), w, "gate_up", dtype, lora_scale)
     f = cfg.intermediate_size
@@ -188,21 +193,30 @@ def decode_rope(cfg: ModelConfig, prefix_mask_BxP: jax.Array, c: int) -> tuple[j
 
 def branch_decode_step(weights: dict, cfg: ModelConfig, tokens_BxG: jax.Array, prefix: list,
                        prefix_mask_BxP: jax.Array, step: jax.Array, cache: list, rope: tuple[jax.Array, jax.Array],
-                       *, dtype=jnp.float32, lora_scale: float = 1.0) -> tuple[jax.Array, list]:
+                       *, dtype=jnp.float32, lora_scale: float = 1.0, positions_BxG: jax.Array | None = None,
+                       valid_RxS: jax.Array | None = None) -> tuple[jax.Array, list]:
     """One decode step of G continuations: hidden states [B*G, D] and the cache with this token written.
 
     `weights` comes from `decode_weights`, `prefix` from `decode_layout`, the
     cache from `empty_decode_cache`, `rope` from `decode_rope`; the new token
-    sits `step` positions after each prompt's last real token and attends over
-    the prompt and the cache up to and including `step`.
+    is written into cache slot `step`, sits `step` positions after each
+    prompt's last real token and attends over the prompt and the cache up to
+    and including `step`. Multi-turn decoding (`rft_jax.sampling.turns`), where
+    a row may idle while others decode, gives each row's position
+    (`positions_BxG`, its tokens so far) and the slots it attends to
+    (`valid_RxS`, this step's slot included) instead.
     """
     b, g = tokens_BxG.shape
     prefix_mask_BxP = prefix_mask_BxP.astype(bool)
-    cos, sin = (jnp.broadcast_to(jax.lax.dynamic_index_in_dim(t, step, keepdims=False)[:, None],
-                                 (b, g, t.shape[-1])).reshape(b * g, -1) for t in rope)
+    if positions_BxG is None:
+        cos, sin = (jnp.broadcast_to(jax.lax.dynamic_index_in_dim(t, step, keepdims=False)[:, None],
+                                     (b, g, t.shape[-1])).reshape(b * g, -1) for t in rope)
+    else:  # the table [C, B, K/2] read at each row's own position
+        cos, sin = (t[positions_BxG, jnp.arange(b)[:, None]].reshape(b * g, -1) for t in rope)
     x = embed(weights["head"], tokens_BxG.reshape(b * g), jnp.float32)
     new_cache = []
     for w, pkv, kv in zip(weights["layers"], prefix, cache):
-        x, kv = _decode_layer(cfg, dtype, lora_scale, b, g, step, x, w, cos, sin, pkv, prefix_mask_BxP, kv)
+        x, kv = _decode_layer(cfg, dtype, lora_scale, b, g, step, x, w, cos, sin, pkv, prefix_mask_BxP, kv,
+                              valid_RxS)
         new_cache.append(kv)
     return x, new_cache

@@ -22,6 +22,7 @@ from rft_jax.data.reasoning import ReasoningPlan, render_prompt, split_reasoning
 from rft_jax.model.config import ModelConfig
 from rft_jax.parallel.distributed import gather_names, gather_rows, process_share
 from rft_jax.rollout.episode import Episode, Source
+from rft_jax.rollout.multiturn import AgentConfig, generate_agent_episodes, shape_turn_rewards
 from rft_jax.sampling import BudgetForcing, SamplingParams, decode_rollout, generate_ids
 
 
@@ -35,6 +36,11 @@ class RolloutSettings:
     stops: tuple[str, ...] = ()
     dtype: str = "float32"  # the sampler's matmul dtype
     reasoning: ReasoningPlan | None = None  # reasoning mode (and a native template's thinking switch)
+    agent: AgentConfig | None = None  # multi-turn episodes with tools (rft_jax/rollout/multiturn.py)
+
+    @property
+    def multi_turn(self) -> bool:
+        return self.agent is not None and self.agent.enabled
 
 
 @dataclasses.dataclass
@@ -107,7 +113,17 @@ def generate_episodes(params: dict, cfg: ModelConfig, tokenizer, examples: list[
                       settings: RolloutSettings, *, lora: dict | None = None, lora_scale: float = 1.0,
                       mesh: Mesh | None = None, policy_version: int = 0,
                       ids: list[list[int]] | None = None) -> list[list[Episode]]:
-    """G single-turn episodes per example, sampled in one call of the jitted sampler."""
+    """G episodes per example: single-turn, sampled in one call of the jitted sampler, or multi-turn with
+    tools when `settings.agent` names an environment (the prompts are then rendered with its tools, and
+    `ids` is not used)."""
+    if settings.multi_turn:
+        if jax.process_count() > 1:
+            raise NotImplementedError("multi-turn rollouts run in one process for now (their environments run on "
+                                      "the host that samples): start the run without jax.distributed")
+        return generate_agent_episodes(params, cfg, tokenizer, examples, key, sampling=settings.sampling,
+                                       num_samples=settings.num_samples, agent=settings.agent, lora=lora,
+                                       lora_scale=lora_scale, dtype=jnp.dtype(settings.dtype),
+                                       policy_version=policy_version)
     plan = settings.reasoning
     ids = prompt_ids(tokenizer, examples, plan) if ids is None else ids
     rollout, _, _ = generate_ids(params, cfg, ids, key, sampling=settings.sampling, num_samples=settings.num_samples,
@@ -172,4 +188,6 @@ def collect(params: dict, cfg: ModelConfig, tokenizer, scorer, examples: list[Ex
     t1 = time.perf_counter()
     score_episodes(scorer, groups)
     penalise_malformed(groups, settings.reasoning)
+    if settings.multi_turn:
+        shape_turn_rewards(groups, settings.agent)
     return Rollouts(groups, {"generate": t1 - t0, "reward": time.perf_counter() - t1})

@@ -48,7 +48,8 @@ class Episode:
     example: Example
     segments: list[Segment]
     policy_version: int  # the optimizer step whose parameters sampled the policy tokens
-    finish_reason: str  # "stop" (EOS or a stop string) or "length" (the token budget ran out)
+    finish_reason: str  # "stop" (EOS, a stop string, a final answer), "length" (the token budget ran out)
+    # or "turns" (a multi-turn episode still calling tools at its turn cap)
     text: str = ""  # what the reward reads
     reward: float = 0.0  # the final (episode) reward
     turn_rewards: list[float] = dataclasses.field(default_factory=list)  # per policy turn, when an env gives them
@@ -57,6 +58,11 @@ class Episode:
     thinking: str | None = None  # reasoning mode: the text before the closing tag (None: reasoning off)
     think_tokens: int = 0  # reasoning mode: completion tokens up to the end of the thinking
     well_formed: bool = True  # reasoning mode: the thinking was closed, so there is an answer
+    turns: int = 1  # policy turns (multi-turn episodes; a single-turn completion is one)
+    tool_calls: int = 0  # well-formed tool calls the policy made
+    tool_errors: int = 0  # calls that failed: malformed, unknown tool, bad arguments, exception or timeout
+    env_seconds: float = 0.0  # time the environment took over the episode
+    multi_turn: bool = False  # built by the multi-turn rollout (its metrics then count it)
 
     def __post_init__(self):
         if not self.segments or self.segments[0].source != Source.PROMPT:

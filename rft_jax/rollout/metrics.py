@@ -32,7 +32,26 @@ def rollout_metrics(r: Rollouts, adv_BxG: np.ndarray, shaped_BxG: np.ndarray | N
     }
     for name, values in r.components.items():
         m[f"rewards/{name}/mean"] = float(np.nanmean(values)) if np.isfinite(values).any() else 0.0
-    return {**m, **reasoning_metrics([e for group in r.groups for e in group])}
+    episodes = [e for group in r.groups for e in group]
+    return {**m, **reasoning_metrics(episodes), **agent_metrics(episodes)}
+
+
+def agent_metrics(episodes: list) -> dict[str, float]:
+    """Multi-turn episodes: turns, tool calls and errors per episode, environment seconds, and the share that
+    finished with a final answer (not cut by the turn cap or the token budget). Empty for single-turn runs."""
+    agentic = [e for e in episodes if e.multi_turn]
+    if not agentic:
+        return {}
+    mean = lambda f: float(np.mean([f(e) for e in agentic]))  # noqa: E731
+    return {"agent/turns/mean": mean(lambda e: e.turns),
+            "agent/turns/max": float(max(e.turns for e in agentic)),
+            "agent/tool_calls/mean": mean(lambda e: e.tool_calls),
+            "agent/tool_call_rate": mean(lambda e: e.tool_calls > 0),
+            "agent/tool_errors/mean": mean(lambda e: e.tool_errors),
+            "agent/env_seconds/mean": mean(lambda e: e.env_seconds),
+            "agent/finished_rate": mean(lambda e: e.finish_reason == "stop"),
+            "agent/turn_cap_rate": mean(lambda e: e.finish_reason == "turns"),
+            "agent/tool_tokens/mean": mean(lambda e: len(e.completion_ids) - e.num_policy_tokens)}
 
 
 def reasoning_metrics(episodes: list) -> dict[str, float]:

@@ -9,6 +9,8 @@ Library use (tests, in-process judges):
         openai.OpenAI(base_url=server.base_url, api_key="x").chat.completions.create(...)
 
 Reasoning mode: `make_app(..., reasoning=plan_reasoning(ReasoningConfig(mode="on"), tok))`.
+Tools: a request's `tools` reach the prompt (natively or through the fallback system turn) and the
+answer's calls come back as `tool_calls`, streamed too (serving/tools.py).
 """
 
 from rft_jax.serving.background import BackgroundServer

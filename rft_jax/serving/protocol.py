@@ -1,8 +1,11 @@
 """The OpenAI chat-completions wire format: request validation, responses, chunks and error bodies.
 
 Validation is strict where silently ignoring a field would change the answer
-(logprobs, penalties, logit_bias, response_format): those get a 400 naming the
-parameter instead of a completion that quietly did not honour them.
+(logprobs, penalties, logit_bias, response_format, a forced tool_choice): those
+get a 400 naming the parameter instead of a completion that quietly did not
+honour them. Tool schemas and the tool turns of a conversation (assistant
+`tool_calls` whose arguments are JSON objects, `tool` messages answering them)
+are checked by data validation's rules (rft_jax/data/checks.py).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import uuid
 from typing import Any
 
 from rft_jax.data.chat_text import ACCEPTED_ROLES, ROLES, role_of
+from rft_jax.data.checks import check_tool_calls, check_tools
 from rft_jax.data.example import flatten_messages
 from rft_jax.data.reasoning import EFFORT_BUDGETS
 
@@ -21,6 +25,7 @@ UNSUPPORTED = ("logprobs", "top_logprobs", "logit_bias", "response_format", "pre
 MAX_N = 16
 MAX_STOPS = 4
 MAX_TOKENS = 1 << 20
+TOOL_CHOICES = ("auto", "none")  # "required" or a named function would need constrained decoding
 
 
 class RequestError(ValueError):
@@ -48,9 +53,16 @@ class ChatRequest:
     stream: bool = False
     include_usage: bool = False
     seed: int | None = None
-    tools: list | None = None
+    tools: list | None = None  # validated function schemas; None when the request offers none
+    tool_choice: str = "auto"  # "none": the tools are not offered and the answer is not read for calls
+    parallel_tool_calls: bool = True  # False: only a turn's first call is returned
     max_reasoning_tokens: int | None = None  # reasoning mode's think budget for this request
     reasoning_effort: str | None = None  # or a level of EFFORT_BUDGETS; neither: the server's budget
+
+    @property
+    def offered_tools(self) -> list | None:
+        """The tools the model is shown and its answer is read for: none under tool_choice "none"."""
+        return self.tools if self.tool_choice != "none" else None
 
 
 def _number(body: dict, name: str, default: float, lo: float, hi: float) -> float:
@@ -82,7 +94,54 @@ def _messages(value: Any) -> list[dict]:
         if content is not None and not isinstance(content, (str, list)):
             raise RequestError(f"messages[{i}].content must be a string or a list of text parts",
                                param=f"messages[{i}].content")
+    _tool_turns(value)
     return flatten_messages(value)  # text parts joined (templates expect a string), "developer" as "system"
+
+
+def _tool_turns(messages: list[dict]) -> None:
+    """Assistant `tool_calls` well formed (data validation's rules), each `tool` message answering one."""
+    call_ids: set[str] = set()
+    for i, m in enumerate(messages):
+        where = f"messages[{i}]"
+        calls = m.get("tool_calls")
+        if calls:  # null or [] (some clients send it on every assistant turn): no calls
+            if role_of(m) != "assistant":
+                raise RequestError(f"{where}: a {role_of(m)} message cannot carry tool_calls",
+                                   param=f"{where}.tool_calls")
+            _refuse(check_tool_calls(calls, where, 0))
+            call_ids.update(c.get("id") for c in calls)
+        if role_of(m) == "tool":
+            ref = m.get("tool_call_id")
+            if not isinstance(ref, str) or ref not in call_ids:
+                raise RequestError(f"{where} is a tool result: its 'tool_call_id' must name a call of an earlier "
+                                   f"assistant message's 'tool_calls'; got {ref!r}", param=f"{where}.tool_call_id")
+
+
+def _tools(value: Any) -> list[dict] | None:
+    """The request's function schemas, checked as `rft-jax data validate` checks a dataset's: a template
+    renders whatever it is given, so a malformed schema would reach the model as a confusing prompt."""
+    if value is None or value == []:
+        return None
+    _refuse(check_tools(value, 0))
+    return value
+
+
+def _refuse(problems: list) -> None:
+    """The first of data validation's problems as a 400 naming its field."""
+    if problems:
+        p = problems[0]
+        raise RequestError(f"{p.field}: {p.problem} -> {p.fix}", param=p.field)
+
+
+def _tool_choice(body: dict) -> str:
+    choice = body.get("tool_choice")
+    if choice is None:
+        return "auto"
+    if choice not in TOOL_CHOICES:
+        raise RequestError(f"'tool_choice' must be \"auto\" or \"none\" on this server (it cannot force a call: "
+                           f"that needs constrained decoding); got {choice!r}", param="tool_choice",
+                           code="unsupported_parameter")
+    return choice
 
 
 def _stops(value: Any) -> tuple[str, ...]:
@@ -119,6 +178,10 @@ def parse_chat_request(body: Any, served_model: str) -> ChatRequest:
     for name in UNSUPPORTED:
         if body.get(name) not in (None, False, 0, 0.0):
             raise RequestError(f"'{name}' is not supported by this server", param=name, code="unsupported_parameter")
+    for name in ("functions", "function_call"):  # OpenAI's deprecated form of tools
+        if body.get(name) is not None:
+            raise RequestError(f"'{name}' is not supported by this server: send 'tools' (and 'tool_choice')",
+                               param=name, code="unsupported_parameter")
     max_tokens = _integer(body, "max_completion_tokens", 1, MAX_TOKENS)
     if max_tokens is None:
         max_tokens = _integer(body, "max_tokens", 1, MAX_TOKENS)
@@ -129,9 +192,11 @@ def parse_chat_request(body: Any, served_model: str) -> ChatRequest:
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise RequestError("'stream_options' must be an object", param="stream_options")
-    tools = body.get("tools")
-    if tools is not None and not isinstance(tools, list):
-        raise RequestError("'tools' must be a list", param="tools")
+    tools = _tools(body.get("tools"))
+    parallel = body.get("parallel_tool_calls")
+    parallel = True if parallel is None else parallel
+    if not isinstance(parallel, bool):
+        raise RequestError("'parallel_tool_calls' must be a boolean", param="parallel_tool_calls")
     return ChatRequest(
         messages=_messages(body.get("messages")),
         max_tokens=max_tokens,
@@ -143,6 +208,8 @@ def parse_chat_request(body: Any, served_model: str) -> ChatRequest:
         include_usage=bool(options.get("include_usage")),
         seed=_integer(body, "seed", -(1 << 63), (1 << 63) - 1),
         tools=tools,
+        tool_choice=_tool_choice(body),
+        parallel_tool_calls=parallel,
         max_reasoning_tokens=max_reasoning_tokens,
         reasoning_effort=reasoning_effort,
     )
@@ -161,20 +228,26 @@ def usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int | No
     return out
 
 
-def message(text: str, reasoning: str | None) -> dict:
-    """The assistant turn; `reasoning_content` beside `content` only in reasoning mode (vLLM's field)."""
+def message(text: str | None, reasoning: str | None, tool_calls: list[dict] | None = None) -> dict:
+    """The assistant turn; `reasoning_content` beside `content` only in reasoning mode (vLLM's field), and
+    `tool_calls` (content then null when no text surrounds them) when the answer called tools."""
     out = {"role": "assistant", "content": text}
     if reasoning is not None:
         out["reasoning_content"] = reasoning
+    if tool_calls:
+        out["tool_calls"] = tool_calls
     return out
 
 
-def chat_completion(cid: str, model: str, texts: list[str], finish_reasons: list[str], usage_: dict,
-                    reasonings: list[str] | None = None) -> dict:
-    """The response; `reasonings` (reasoning mode) are the choices' thinking, `texts` their answers."""
+def chat_completion(cid: str, model: str, texts: list[str | None], finish_reasons: list[str], usage_: dict,
+                    reasonings: list[str] | None = None, tool_calls: list[list[dict]] | None = None) -> dict:
+    """The response; `reasonings` (reasoning mode) are the choices' thinking, `texts` their answers and
+    `tool_calls` the calls read from them."""
     reasonings = reasonings or [None] * len(texts)
-    choices = [{"index": i, "message": message(text, thinking), "finish_reason": reason, "logprobs": None}
-               for i, (text, thinking, reason) in enumerate(zip(texts, reasonings, finish_reasons))]
+    tool_calls = tool_calls or [[]] * len(texts)
+    choices = [{"index": i, "message": message(text, thinking, calls), "finish_reason": reason, "logprobs": None}
+               for i, (text, thinking, calls, reason)
+               in enumerate(zip(texts, reasonings, tool_calls, finish_reasons))]
     return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
             "choices": choices, "usage": usage_}
 

@@ -4,6 +4,8 @@ Endpoints: POST /v1/chat/completions (streaming and not), GET /v1/models,
 GET /health. With a token, every request must carry `Authorization: Bearer
 <token>`. With a reasoning plan whose mode is on, prompts open the thinking and
 each message carries `reasoning_content` beside `content` (serving/reasoning.py).
+With `tools` a message carries the calls the answer made as `tool_calls`, streamed
+too, so the `openai` client's tool loop runs against it (serving/tools.py).
 The command line (host, port, --token-env, --reasoning.*) is rft_jax/cli/serve.py.
 """
 
@@ -14,6 +16,7 @@ import json
 import time
 
 from rft_jax.data.reasoning import ReasoningPlan, render_prompt
+from rft_jax.data.tool_calls import tool_format
 from rft_jax.serving.bridge import EngineFailure, stream_choices
 from rft_jax.serving.engine import Engine
 from rft_jax.serving.protocol import (
@@ -28,6 +31,7 @@ from rft_jax.serving.protocol import (
     usage_chunk,
 )
 from rft_jax.serving.reasoning import request_budgets
+from rft_jax.serving.tools import ToolStream, finish_reason, read_calls
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -71,10 +75,11 @@ def make_app(engine: Engine, tokenizer, model_name: str, *, token: str | None = 
             return error(413, "request body too large")
         try:
             req = parse_chat_request(json.loads(body), model_name)
-            prompt_ids = render_prompt(tokenizer, req.messages, req.tools, reasoning)
+            # tools placed as training places them: natively, or the fallback in the system turn
+            prompt_ids = render_prompt(tokenizer, req.messages, req.offered_tools, reasoning)
         except RequestError as err:
             return error(err.status, str(err), kind=err.kind, param=err.param, code=err.code)
-        except ValueError as err:  # bad JSON, or a chat template that rejects the messages
+        except ValueError as err:  # bad JSON, or a chat template that rejects the messages or cannot show tools
             return error(400, f"invalid request: {err}")
         room = engine.config.max_context - len(prompt_ids)
         if room < 1 or (req.max_tokens or 0) > room:
@@ -102,8 +107,14 @@ def make_app(engine: Engine, tokenizer, model_name: str, *, token: str | None = 
         except EngineFailure as err:
             return error(500, str(err), kind="server_error")
         texts, thinking = ["".join(t) for t in texts], ["".join(t) for t in thinking]
+        calls = [[] for _ in texts]
+        if req.offered_tools is not None:
+            fmt = tool_format(tokenizer)
+            answers = [read_calls(text, fmt, req.parallel_tool_calls) for text in texts]
+            texts, calls = [a.content for a in answers], [a.calls for a in answers]
+            reasons = [finish_reason(r, c) for r, c in zip(reasons, calls)]
         return JSONResponse(chat_completion(cid, model_name, texts, reasons, tally(len(prompt_ids), counts, thought),
-                                            thinking if thinks else None))
+                                            thinking if thinks else None, calls))
 
     def tally(prompt_tokens: int, counts: list[int], thought: list[int]) -> dict:
         return usage(prompt_tokens, sum(counts), sum(thought) if thinks else None)
@@ -114,17 +125,27 @@ def make_app(engine: Engine, tokenizer, model_name: str, *, token: str | None = 
 
         for i in range(req.n):
             yield line(chunk(cid, model_name, i, {"role": "assistant", "content": ""}))
+        # with tools, what may be a call is held back, and the calls go out at the end of their choice
+        calls_held = None
+        if req.offered_tools is not None:
+            calls_held = [ToolStream(tool_format(tokenizer), req.parallel_tool_calls) for _ in range(req.n)]
         try:
             async for ev in events:
+                text, calls = ev.text, []
+                if calls_held is not None:
+                    held = calls_held[ev.index]
+                    text, calls = held.finish(text) if ev.finish_reason else (held.push(text), [])
                 # thinking as `reasoning_content`, the answer as `content`; the closing tag in neither
                 delta = {"reasoning_content": ev.reasoning} if ev.reasoning else {}
-                if ev.text:
-                    delta["content"] = ev.text
+                if text:
+                    delta["content"] = text
                 if delta:
                     yield line(chunk(cid, model_name, ev.index, delta))
+                for k, call in enumerate(calls):  # one chunk per call, arguments whole (OpenAI's delta shape)
+                    yield line(chunk(cid, model_name, ev.index, {"tool_calls": [{"index": k, **call}]}))
                 if ev.finish_reason:
                     thought[ev.index] = ev.reasoning_tokens
-                    yield line(chunk(cid, model_name, ev.index, {}, ev.finish_reason))
+                    yield line(chunk(cid, model_name, ev.index, {}, finish_reason(ev.finish_reason, calls)))
         except EngineFailure as err:
             yield line(error_body(str(err), kind="server_error"))
         if req.include_usage:

@@ -9,6 +9,7 @@ import numpy as np
 
 from rft_jax.data.example import flatten_messages, message_text
 from rft_jax.data.reasoning import ReasoningPlan, split_reasoning
+from rft_jax.data.tool_prompt import messages_with_tools
 from rft_jax.rollout.engine import budget_forcing, prompt_ids
 from rft_jax.sampling import SamplingParams, decode_rollout, generate_ids
 from rft_jax.sampling.generate import bucket, left_pad
@@ -98,4 +99,29 @@ def pairs_from_examples(tokenizer, examples) -> list[tuple[list[int], str]]:
             continue
         text = message_text(ex.messages[last])
         pairs.append((tokenizer.apply_chat_template(flatten_messages(ex.messages[:last]), tools=ex.tools), text))
+    return pairs
+
+
+def conversation_pairs(tokenizer, example) -> list[tuple[list[int], str]]:
+    """(context ids, turn text) for every assistant turn of a conversation, tool calls and tool results
+    included: multi-turn demonstrations, each turn learnt given the turns and tool results before it, as a
+    rollout's tool tokens are context without a loss. The turn's text is what the chat template writes for
+    it (tool calls in the template's format, or the Hermes-tag fallback), end-of-turn token excluded (`pack`
+    appends it)."""
+    messages = flatten_messages(example.messages)
+    pairs = []
+    for i, m in enumerate(messages):
+        if m.get("role") != "assistant":
+            continue
+        before, tools = messages_with_tools(tokenizer, messages[:i], example.tools)
+        upto, _ = messages_with_tools(tokenizer, messages[:i + 1], example.tools)
+        context = tokenizer.render_chat(before, tools, add_generation_prompt=True)
+        whole = tokenizer.render_chat(upto, tools, add_generation_prompt=False)
+        if not whole.startswith(context):
+            raise ValueError(f"example {example.id}: the chat template renders turn {i} differently in context; "
+                             "cannot cut its text out of the conversation")
+        turn = whole[len(context):]
+        end = tokenizer.decode([tokenizer.eos_ids[0]], skip_special_tokens=False)
+        cut = turn.rfind(end)
+        pairs.append((tokenizer.encode(context), turn[:cut] if cut >= 0 else turn.rstrip()))
     return pairs

@@ -11,11 +11,12 @@ import jax.numpy as jnp
 
 from rft_jax.checkpoint.export import export_model
 from rft_jax.checkpoint.store import WARM_START_MODEL
+from rft_jax.data.validate import load_examples
 from rft_jax.grpo import TrainState
 from rft_jax.model.lora import init_lora, merge_lora
 from rft_jax.parallel import is_primary, place, to_host
 from rft_jax.rollout.metrics import signal_metrics
-from rft_jax.sft.demos import self_format_demos
+from rft_jax.sft.demos import conversation_pairs, self_format_demos
 from rft_jax.sft.run import train_sft
 from rft_jax.sft.step import SFTSettings
 from rft_jax.train import setup
@@ -66,10 +67,14 @@ def warm_start(trainer: Trainer, state: TrainState, train, run_dir: Path) -> tup
     """
     cfg, ws = trainer.cfg, trainer.cfg.warm_start
     t0 = time.perf_counter()
-    demos = self_format_demos(key=jax.random.key(cfg.seed + 3), cfg=trainer.model_cfg, tokenizer=trainer.tokenizer,
-                              examples=train[-ws.num_demos:], max_new_tokens=cfg.sampling.max_new_tokens,
-                              dtype=trainer.policy.dtype, reasoning=trainer.rollout_settings.reasoning,
-                              **trainer.policy.sampler_args(state))
+    if ws.source == "conversations":
+        demos = [pair for ex in load_examples(ws.demos_file, allow_duplicate_prompts=True).examples[:ws.num_demos]
+                 for pair in conversation_pairs(trainer.tokenizer, ex)]
+    else:
+        demos = self_format_demos(key=jax.random.key(cfg.seed + 3), cfg=trainer.model_cfg,
+                                  tokenizer=trainer.tokenizer, examples=train[-ws.num_demos:],
+                                  max_new_tokens=cfg.sampling.max_new_tokens, dtype=trainer.policy.dtype,
+                                  reasoning=trainer.rollout_settings.reasoning, **trainer.policy.sampler_args(state))
     settings = SFTSettings(trainer.model_cfg, cfg.lora.scale if cfg.mode == "lora" else None,
                            str(trainer.policy.dtype), remat=cfg.model.remat)
     sft_state, losses = train_sft(state.trainable, trainer.frozen, trainer.tokenizer, demos, settings, steps=ws.steps,

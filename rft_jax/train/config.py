@@ -16,6 +16,7 @@ from rft_jax.model.registry import ModelSpec
 from rft_jax.parallel.distributed import DistributedConfig
 from rft_jax.parallel.mesh import MeshConfig
 from rft_jax.rewards.spec import RewardSpec, parse_spec
+from rft_jax.rollout.agent_config import AgentConfig
 from rft_jax.sampling.processors import SamplingParams
 
 # On the command line a reward is a registered name, `module:function`, a JSON object or a .json file.
@@ -128,8 +129,12 @@ class WarmStartConfig:
     """Training prompts (taken from the end of the training split) turned into demonstrations."""
     batch_size: int = 16
     learning_rate: float = 1e-4
-    source: Literal["self_format"] = "self_format"
-    """self_format: the base model's own greedy answers with the required final line appended."""
+    source: Literal["self_format", "conversations"] = "self_format"
+    """self_format: the base model's own greedy answers with the required final line appended.
+    conversations: the assistant turns of `demos_file`'s conversations (e.g. tool-use demonstrations: each
+    turn learnt given the turns and tool results before it)."""
+    demos_file: str = ""
+    """source=conversations: an RFT JSONL whose messages hold the assistant turns to learn (num_demos of them)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +165,11 @@ class TrainConfig:
     reasoning: ReasoningConfig = ReasoningConfig()
     """Think within a budget, then answer (docs/reasoning.md). With mode on, the completion budget
     (sampling.max_new_tokens) is think_budget + answer_budget, and the reward reads the answer."""
+    agent: AgentConfig = AgentConfig()
+    """Multi-turn episodes with tools (docs/agents.md): the policy calls the environment's tools (or the
+    dataset's `tools`, bound by a module) for up to max_turns turns. With an environment set, the completion
+    budget (sampling.max_new_tokens) is agent.max_episode_tokens, tool tokens included, and only the
+    policy's tokens carry a loss."""
     evaluation: EvalConfig = EvalConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     warm_start: WarmStartConfig = WarmStartConfig()
@@ -205,6 +215,21 @@ class TrainConfig:
             budget = self.reasoning.max_new_tokens(None if asked == SamplingConfig.max_new_tokens else asked,
                                                    asked, "sampling.max_new_tokens")
             object.__setattr__(self, "sampling", dataclasses.replace(self.sampling, max_new_tokens=budget))
+        ws = self.warm_start
+        if ws.steps > 0 and ws.source == "conversations" and not ws.demos_file:
+            raise ValueError("warm_start.source=conversations reads its demonstrations from warm_start.demos_file: "
+                             "give an RFT JSONL whose messages hold the assistant turns to learn")
+        if self.agent.enabled:
+            if self.reasoning.enabled:
+                raise ValueError("agent.environment and reasoning.mode on together are not supported yet: "
+                                 "choose one")
+            asked = self.sampling.max_new_tokens
+            if asked not in (SamplingConfig.max_new_tokens, self.agent.max_episode_tokens):
+                raise ValueError(f"sampling.max_new_tokens={asked} disagrees with agent.max_episode_tokens="
+                                 f"{self.agent.max_episode_tokens}: a multi-turn episode's budget is the latter; "
+                                 "set only agent.max_episode_tokens")
+            object.__setattr__(self, "sampling", dataclasses.replace(self.sampling,
+                                                                     max_new_tokens=self.agent.max_episode_tokens))
         accum, minibatches = self.optimizer.grad_accum_steps, self.ppo_minibatches
         if self.ppo_epochs < 1 or minibatches < 1:
             raise ValueError(f"ppo_epochs={self.ppo_epochs} and ppo_minibatches={minibatches} must be >= 1")

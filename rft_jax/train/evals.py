@@ -35,6 +35,7 @@ def run_eval(name: str, trainer: Trainer, state: TrainState, examples, scorers: 
     result = evaluate(key=jax.random.key(cfg.seed + 7), examples=examples, scorers=scorers, cfg=trainer.model_cfg,
                       tokenizer=trainer.tokenizer, max_new_tokens=cfg.sampling.max_new_tokens,
                       dtype=trainer.policy.dtype, mesh=trainer.mesh, reasoning=trainer.rollout_settings.reasoning,
+                      agent=trainer.rollout_settings.agent,
                       **trainer.policy.sampler_args(state))
     result.metrics["eval_seconds"] = time.perf_counter() - t0
     if is_primary():

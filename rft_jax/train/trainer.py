@@ -163,7 +163,8 @@ def build_trainer(cfg: TrainConfig, model_cfg: ModelConfig, params: dict, tokeni
                             max_new_tokens=cfg.sampling.max_new_tokens)
     rollout_settings = RolloutSettings(cfg.sampling.params, cfg.sampling.samples_per_prompt,
                                        cfg.sampling.max_new_tokens, tuple(cfg.sampling.stop), compute_dtype,
-                                       plan_reasoning(cfg.reasoning, tokenizer))
+                                       plan_reasoning(cfg.reasoning, tokenizer),
+                                       cfg.agent if cfg.agent.enabled else None)
     trainer = Trainer(cfg, model_cfg, tokenizer, scorer, mesh, Policy(cfg, frozen, compute_dtype), frozen, reference,
                       sh, optimizer, jit_sharded_train_step(optimizer, settings, sh),
                       make_schedule(cfg.optimizer, steps), rollout_settings,
