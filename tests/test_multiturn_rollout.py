@@ -220,6 +220,8 @@ def test_the_turn_cap_ends_an_episode_that_keeps_calling_tools(monkeypatch):
     finished = [e for g in groups for e in g if e.finish_reason != "length"]
     assert finished and all(e.finish_reason == "turns" and e.turns == 2 for e in finished)
     assert all(sum(s.source == Source.TOOL for s in e.completion) == 1 for e in finished)
+    # the call in the capped turn counts, though it is not run (before the fix a cap of 1 counted no calls)
+    assert all(e.tool_calls == 2 for e in finished)
 
 
 def test_turn_shaping_adds_the_weighted_environment_rewards(monkeypatch):

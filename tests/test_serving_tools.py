@@ -258,6 +258,20 @@ def test_tool_stream_joins_to_the_completion_for_any_chunking():
                 assert text[:text.find("<tool_call>")].startswith("".join(shown))
 
 
+def test_the_last_delta_given_to_finish_and_text_after_a_call_are_not_lost():
+    # Before the fix, finish() dropped its own delta, and text after a call when the stream began with spaces.
+    assert ToolStream("hermes").finish("Plain answer") == ("Plain answer", [])
+    stream = ToolStream("hermes")
+    assert stream.push("All ") == "All"
+    assert stream.finish("done.") == (" done.", [])
+    for text in (f" Let me check.{CALL} Done.", f"\n{CALL} Done."):
+        want = read_calls(text, "hermes")
+        stream = ToolStream("hermes")
+        shown = stream.push(text[:5])
+        last, calls = stream.finish(text[5:])
+        assert (shown + last).strip() == want.content and calls and want.content.endswith("Done.")
+
+
 def test_llama3_stream_holds_only_a_message_that_starts_as_a_call():
     call = '{"name": "add", "parameters": {"a": 2, "b": 5}}'
     stream = ToolStream("llama3")

@@ -90,11 +90,12 @@ def _end_turn(row: _Row, parsed: ParsedTurn, turn: int, agent: AgentConfig, toke
     if not parsed.calls and not parsed.errors:
         row.live, row.finish_reason = False, "stop"
         return []
-    if row.turns >= agent.max_turns:
+    row.tool_calls += len(parsed.calls)
+    if row.turns >= agent.max_turns:  # counted, not run: nothing would read the results
+        row.tool_errors += len(parsed.errors)
         row.live, row.finish_reason = False, "turns"
         return []
     result = row.env.step(parsed)
-    row.tool_calls += len(parsed.calls)
     row.tool_errors += result.errors
     row.env_seconds += result.seconds
     row.turn_rewards.append(float(result.reward))
@@ -154,6 +155,10 @@ def _run_episodes(params, cfg, tokenizer, rows, key, *, sampling, agent, fmt, lo
         live = np.zeros((n_rows, g), bool)
         live[:b_real] = [[r.live for r in group] for group in rows]
         if not live.any():
+            break
+        if int(state.step) >= slots:  # the shared slots ran out: the rows still going end here
+            for r in (r for group in rows for r in group if r.live):
+                r.live, r.finish_reason = False, "length"
             break
         width = bucket(max(1, max(len(f) for row in feeds for f in row)), NEW_TOKEN_BUCKETS)
         feed = np.full((n_rows, g, width), tokenizer.pad_id, np.int32)

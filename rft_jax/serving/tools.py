@@ -97,13 +97,15 @@ class ToolStream:
 
     def finish(self, delta: str = "") -> tuple[str, list[dict]]:
         """(the content still to show, the calls); call once, at the choice's end."""
-        self.push(delta)
+        out = self.push(delta)  # text the last delta releases: it goes out with the rest
         held = self.pending + "".join(self.call)
         if not self.call:
-            return held, []
-        shown = "".join(self.shown)
+            return out + held, []
+        shown = "".join(self.shown)  # `out` included
         answer = read_calls(shown + held, self.fmt, self.parallel)
         if not answer.calls:
-            return held, []
-        content = answer.content or ""
-        return (content[len(shown):] if content.startswith(shown) else ""), answer.calls
+            return out + held, []
+        content, before = answer.content or "", shown.strip()
+        # The parser strips the content; what was streamed may have had leading whitespace.
+        rest = content[len(before):] if content.startswith(before) else content
+        return out + rest, answer.calls

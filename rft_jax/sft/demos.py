@@ -102,21 +102,23 @@ def pairs_from_examples(tokenizer, examples) -> list[tuple[list[int], str]]:
     return pairs
 
 
-def conversation_pairs(tokenizer, example) -> list[tuple[list[int], str]]:
+def conversation_pairs(tokenizer, example, tools: list | None = None) -> list[tuple[list[int], str]]:
     """(context ids, turn text) for every assistant turn of a conversation, tool calls and tool results
     included: multi-turn demonstrations, each turn learnt given the turns and tool results before it, as a
     rollout's tool tokens are context without a loss. The turn's text is what the chat template writes for
     it (tool calls in the template's format, or the Hermes-tag fallback), end-of-turn token excluded (`pack`
-    appends it)."""
+    appends it). `tools`: those the prompt shows (default: the example's own; a multi-turn run passes its
+    environment's for demonstrations without any, as its rollouts show them)."""
+    tools = example.tools if tools is None else tools
     messages = flatten_messages(example.messages)
     pairs = []
     for i, m in enumerate(messages):
         if m.get("role") != "assistant":
             continue
-        before, tools = messages_with_tools(tokenizer, messages[:i], example.tools)
-        upto, _ = messages_with_tools(tokenizer, messages[:i + 1], example.tools)
-        context = tokenizer.render_chat(before, tools, add_generation_prompt=True)
-        whole = tokenizer.render_chat(upto, tools, add_generation_prompt=False)
+        before, shown = messages_with_tools(tokenizer, messages[:i], tools)
+        upto, _ = messages_with_tools(tokenizer, messages[:i + 1], tools)
+        context = tokenizer.render_chat(before, shown, add_generation_prompt=True)
+        whole = tokenizer.render_chat(upto, shown, add_generation_prompt=False)
         if not whole.startswith(context):
             raise ValueError(f"example {example.id}: the chat template renders turn {i} differently in context; "
                              "cannot cut its text out of the conversation")

@@ -12,10 +12,12 @@ import jax.numpy as jnp
 from rft_jax.checkpoint.export import export_model
 from rft_jax.checkpoint.store import WARM_START_MODEL
 from rft_jax.data.validate import load_examples
+from rft_jax.environments import make_environment
 from rft_jax.grpo import TrainState
 from rft_jax.model.lora import init_lora, merge_lora
 from rft_jax.parallel import is_primary, place, to_host
 from rft_jax.rollout.metrics import signal_metrics
+from rft_jax.rollout.multiturn import episode_tools
 from rft_jax.sft.demos import conversation_pairs, self_format_demos
 from rft_jax.sft.run import train_sft
 from rft_jax.sft.step import SFTSettings
@@ -59,6 +61,18 @@ def rebase(trainer: Trainer, state: TrainState, policy_params: dict) -> tuple[Tr
     return trainer, place(fresh, trainer.shardings.state)
 
 
+def demo_tools(cfg, example) -> list | None:
+    """The tools a demonstration is learnt with: its own, else the run's environment's, so its context is the
+    prompt a rollout shows (`rft_jax.rollout.multiturn.episode_tools`)."""
+    if example.tools or not cfg.agent.enabled:
+        return example.tools
+    env = make_environment(cfg.agent.environment, example)
+    try:
+        return episode_tools(example, env)
+    finally:
+        env.close()
+
+
 def warm_start(trainer: Trainer, state: TrainState, train, run_dir: Path) -> tuple[Trainer, TrainState]:
     """Short SFT on demonstrations before RL; RL then starts from these weights with a fresh optimizer.
 
@@ -69,7 +83,7 @@ def warm_start(trainer: Trainer, state: TrainState, train, run_dir: Path) -> tup
     t0 = time.perf_counter()
     if ws.source == "conversations":
         demos = [pair for ex in load_examples(ws.demos_file, allow_duplicate_prompts=True).examples[:ws.num_demos]
-                 for pair in conversation_pairs(trainer.tokenizer, ex)]
+                 for pair in conversation_pairs(trainer.tokenizer, ex, demo_tools(cfg, ex))]
     else:
         demos = self_format_demos(key=jax.random.key(cfg.seed + 3), cfg=trainer.model_cfg,
                                   tokenizer=trainer.tokenizer, examples=train[-ws.num_demos:],

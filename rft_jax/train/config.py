@@ -223,11 +223,11 @@ class TrainConfig:
             if self.reasoning.enabled:
                 raise ValueError("agent.environment and reasoning.mode on together are not supported yet: "
                                  "choose one")
-            asked = self.sampling.max_new_tokens
-            if asked not in (SamplingConfig.max_new_tokens, self.agent.max_episode_tokens):
-                raise ValueError(f"sampling.max_new_tokens={asked} disagrees with agent.max_episode_tokens="
-                                 f"{self.agent.max_episode_tokens}: a multi-turn episode's budget is the latter; "
-                                 "set only agent.max_episode_tokens")
+            if self.agent.max_turns < 1 or self.agent.max_episode_tokens < 1:
+                raise ValueError(f"agent.max_turns={self.agent.max_turns} and agent.max_episode_tokens="
+                                 f"{self.agent.max_episode_tokens} must be >= 1")
+            # The episode budget decides (sampling.max_new_tokens is not read): a config built from a default
+            # that already holds an agent carries that default's budget there, and a new --agent budget wins.
             object.__setattr__(self, "sampling", dataclasses.replace(self.sampling,
                                                                      max_new_tokens=self.agent.max_episode_tokens))
         accum, minibatches = self.optimizer.grad_accum_steps, self.ppo_minibatches
