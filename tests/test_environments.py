@@ -94,12 +94,22 @@ def test_a_failing_call_is_an_error_message_and_the_environment_keeps_working(re
 def test_a_call_past_the_timeout_is_abandoned_with_an_error(release):
     env = toy_env(release, timeout_s=0.2)
     start = time.monotonic()
-    result = env.step(turn(("hang", {}), ("add", {"a": 4, "b": 5})))
+    result = env.step(turn(("add", {"a": 4, "b": 5}), ("hang", {}), ("add", {"a": 1, "b": 1})))
     assert time.monotonic() - start < 2
-    assert result.errors == 1 and 0.2 <= result.seconds < 2
-    assert result.messages[0]["content"] == "Error: 'hang' timed out after 0.2 s"
-    assert result.messages[1]["content"] == "9"
+    assert result.errors == 2 and 0.2 <= result.seconds < 2
+    assert result.messages[0]["content"] == "9"
+    assert result.messages[1]["content"] == "Error: 'hang' timed out after 0.2 s"
+    # the step's own limit has run out: the call after the hang is answered, not run
+    assert result.messages[2]["content"] == "Error: not run: the step's time limit of 0.2 s ran out"
     assert env.step(turn(("add", {"a": 1, "b": 2}))).messages[0]["content"] == "3"  # still working
+
+
+def test_a_step_of_many_hanging_calls_ends_within_twice_its_timeout(release):
+    env = toy_env(release, timeout_s=0.2)
+    start = time.monotonic()
+    result = env.step(turn(*[("hang", {})] * 6))
+    assert time.monotonic() - start < 0.6  # 6 x 0.2 s before the step limit
+    assert result.errors == 6 and len(result.messages) == 6
 
 
 def test_malformed_calls_from_the_parser_become_error_messages(release):

@@ -176,6 +176,11 @@ class ToolEnvironment:
         start = time.monotonic()
         messages, errors = [], 0
         for call in turn.calls:
+            if time.monotonic() - start >= self.timeout_s:  # the step's own limit: no call starts after it,
+                messages.append(tool_message(  # so a step ends within 2 x timeout_s whatever its calls
+                    call.id, call.name, f"Error: not run: the step's time limit of {self.timeout_s:g} s ran out"))
+                errors += 1
+                continue
             try:
                 content, failed = self.answer(call)
             except Exception as err:  # a bug in a subclass's answer() is still contained
