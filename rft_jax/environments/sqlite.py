@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 import urllib.parse
 
@@ -87,6 +88,7 @@ class SqliteEnvironment(ToolEnvironment):
         self.database_field = database_field
         self.max_rows = max_rows
         self.conn: sqlite3.Connection | None = None
+        self._one_query = threading.Lock()
 
     def reset(self, example: Example) -> list[dict]:
         """Open the example's database; a missing or unreadable one is a data error (ValueError)."""
@@ -103,11 +105,15 @@ class SqliteEnvironment(ToolEnvironment):
             raise ToolError("no database is open (the environment was not reset)")
         if not isinstance(query, str):
             raise ToolError("`query` must be a string of SQL")
-        deadline = time.monotonic() + self.timeout_s
-        self.conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+        # The query is interrupted before the call's own timeout abandons its thread: a thread abandoned while
+        # still inside execute() shared the connection with the next query's thread, and in CI that hung
+        # the next call's thread start.
+        deadline = time.monotonic() + 0.7 * self.timeout_s
         try:
-            cursor = self.conn.execute(query)
-            rows = cursor.fetchmany(self.max_rows + 1)
+            with self._one_query:  # never two threads on the connection, even if one was abandoned
+                self.conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+                cursor = self.conn.execute(query)
+                rows = cursor.fetchmany(self.max_rows + 1)
         except sqlite3.Error as err:
             if "not authorized" in str(err) or "readonly" in str(err):
                 raise ToolError(f"the database is read-only; only SELECT queries are allowed ({err})") from None
