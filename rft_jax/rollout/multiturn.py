@@ -180,11 +180,10 @@ def _run_episodes(params, cfg, tokenizer, rows, key, *, sampling, agent, fmt, lo
                     continue
                 tokens, logprobs, sources = _turn_tokens(host, b, j, start, end)
                 row.segments += _segments(tokens, logprobs, sources)
-                if not ended[b, j]:  # out of budget (or slots) mid-turn
-                    row.live, row.finish_reason, row.turns = False, "length", turn + 1
-                    row.answer = parse_tool_calls(_policy_text(tokenizer, tokens, sources), fmt).content
-                    continue
                 parsed = parse_tool_calls(_policy_text(tokenizer, tokens, sources), fmt)
+                if not ended[b, j]:  # out of budget (or slots) mid-turn
+                    row.live, row.finish_reason, row.turns, row.answer = False, "length", turn + 1, parsed.content
+                    continue
                 feeds[b][j] = _end_turn(row, parsed, turn, agent, tokenizer, tools[b][j], int(lengths[b, j]), budget)
     return [[_episode(r, policy_version) for r in group] for group in rows]
 
