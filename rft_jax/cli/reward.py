@@ -40,6 +40,9 @@ class RewardServeOptions:
     """TCP port."""
     token_env: str | None = None
     """Environment variable holding the bearer token (required off loopback)."""
+    added_latency_s: float = 0.0
+    """Seconds added to every request batch: stands in for a Lambda's or a judge's latency in benchmarks
+    (benchmarks/async_rl.py serves with 2 s)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,5 +115,5 @@ def cmd_serve(args: RewardServeOptions, scorer) -> int:
     except ValueError as err:
         print(f"rft-jax reward serve: {err}", file=sys.stderr)
         return 2
-    serve(scorer, host=args.host, port=args.port, token=token)
+    serve(scorer, host=args.host, port=args.port, token=token, added_latency_s=args.added_latency_s)
     return 0

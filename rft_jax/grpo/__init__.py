@@ -17,6 +17,7 @@ from rft_jax.grpo.advantages import (
 from rft_jax.grpo.aggregation import AGGREGATIONS, masked_mean
 from rft_jax.grpo.kl import KL_ESTIMATORS
 from rft_jax.grpo.loss import POLICY_LOSSES, GRPOLossConfig, clipped_surrogate, grpo_loss, loss_weights, token_terms
+from rft_jax.grpo.off_policy import CORRECTIONS, LEVELS, OffPolicyConfig, importance_weights
 from rft_jax.grpo.optimizer import (
     OptimizerConfig,
     TrainState,
@@ -29,9 +30,10 @@ from rft_jax.grpo.overlong import overlong_penalty
 from rft_jax.grpo.presets import PRESETS, Preset, apply_preset
 
 __all__ = [
-    "ADVANTAGES", "AdvantageConfig", "AGGREGATIONS", "KL_ESTIMATORS", "GRPOLossConfig", "OptimizerConfig", "TrainState",
+    "ADVANTAGES", "AdvantageConfig", "AGGREGATIONS", "CORRECTIONS", "KL_ESTIMATORS", "LEVELS", "GRPOLossConfig",
+    "OffPolicyConfig", "OptimizerConfig", "TrainState",
     "POLICY_LOSSES", "PRESETS", "Preset", "accumulate_gradients", "apply_preset", "clipped_surrogate",
-    "group_advantages", "groups_with_signal",
+    "group_advantages", "groups_with_signal", "importance_weights",
     "grpo_loss", "loss_weights", "make_optimizer", "make_schedule", "masked_mean",
     "overlong_penalty", "split_microbatches", "token_terms", "zero_variance_groups",
 ]

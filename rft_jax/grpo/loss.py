@@ -38,8 +38,14 @@ clip and reports 0.
 The log-ratio is clamped to [-20, 20] before any exp (as verl does). Masked
 tokens get weight 0 and a log-ratio of 0, so padding with any value (even -inf)
 can never produce NaN. With several optimisation passes per batch (μ > 1) the
-trainer passes the rollout's log-probs as `old_logp`; on the first pass r = 1
-and clipping is inactive.
+trainer passes the proximal log-probs (the training forward's, before the first
+update) as `old_logp`; on the first pass r = 1 and clipping is inactive.
+
+Off-policy data (`off_policy.py`, `GRPOLossConfig.off_policy`): given the
+sampler's `behaviour_logp_BxC`, the `decoupled` objective (default) multiplies
+pg_t by an importance weight sg(π_old / π_behav) (none, IS, truncated IS or
+masked IS; with `none`, pg_t is unchanged), and the `coupled` one takes the
+ratio against the behaviour log-probs instead (old := behaviour).
 
 Metrics are named as verl names them so dashboards carry over.
 
@@ -61,6 +67,7 @@ import jax.numpy as jnp
 
 from rft_jax.grpo.aggregation import AGGREGATIONS, masked_mean
 from rft_jax.grpo.kl import KL_ESTIMATORS
+from rft_jax.grpo.off_policy import OffPolicyConfig, importance_weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +101,8 @@ class GRPOLossConfig:
     """c_H: weight of the entropy bonus (subtracted from the loss). Needs `entropy_BxC`."""
     mask_truncated: bool = False
     """Drop completions that hit the length budget from the loss (DAPO overlong filtering)."""
+    off_policy: OffPolicyConfig = OffPolicyConfig()
+    """Use of the behaviour (sampler) log-probs: decoupled or coupled ratio, IS correction (off_policy.py)."""
 
     def __post_init__(self):
         if self.policy_loss not in POLICY_LOSSES:
@@ -188,8 +197,12 @@ def loss_weights(mask_BxC, cfg: GRPOLossConfig, truncated_B=None):
     return valid_BxC, AGGREGATIONS[cfg.aggregation](valid_BxC, norm_len)
 
 
-def check_inputs(cfg: GRPOLossConfig, ref_logp_BxC, entropy_BxC) -> None:
+def check_inputs(cfg: GRPOLossConfig, ref_logp_BxC, entropy_BxC, behaviour_logp_BxC=None) -> None:
     """Fail early on settings that need an input that was not given."""
+    off = cfg.off_policy
+    if behaviour_logp_BxC is None and (off.objective == "coupled" or off.correction != "none"):
+        raise ValueError(f"off_policy (objective={off.objective!r}, correction={off.correction!r}) needs "
+                         f"behaviour_logp_BxC, the sampler's log-probs")
     if cfg.beta != 0.0 and ref_logp_BxC is None:
         raise ValueError(f"beta={cfg.beta} needs ref_logp_BxC")
     if cfg.entropy_coef != 0.0 and entropy_BxC is None:
@@ -207,28 +220,39 @@ def grpo_loss(
     entropy_BxC=None,
     truncated_B=None,
     weight_BxC=None,
+    behaviour_logp_BxC=None,
 ):
     """Scalar GRPO loss and a metrics dict; differentiate w.r.t. `logp_BxC` (and entropy).
 
     `actor/kl_loss` is reported whenever `ref_logp_BxC` is given (even with β = 0),
     `actor/entropy` (a token mean, not aggregation-weighted) whenever `entropy_BxC` is given. `weight_BxC`: aggregation
     weights computed elsewhere (the train step computes them over the whole batch
-    and passes each micro-batch its share); default `loss_weights` of this batch.
+    and passes each micro-batch its share); default `loss_weights` of this batch. `behaviour_logp_BxC`: the
+    sampler's log-probs when `old_logp_BxC` is the proximal policy's (see off_policy.py); the `off_policy/*`
+    metrics are reported whenever it is given.
     """
-    check_inputs(cfg, ref_logp_BxC, entropy_BxC)
+    check_inputs(cfg, ref_logp_BxC, entropy_BxC, behaviour_logp_BxC)
     valid_BxC, own_weight_BxC = loss_weights(mask_BxC, cfg, truncated_B)
     weight_BxC = own_weight_BxC if weight_BxC is None else jnp.where(valid_BxC, weight_BxC, 0.0)
     f32 = lambda x: None if x is None else x.astype(jnp.float32)  # noqa: E731
     logp_BxC, old_logp_BxC = f32(logp_BxC), f32(old_logp_BxC)
     adv_Bx1 = f32(advantages_B)[:, None]
+    off, off_metrics = cfg.off_policy, {}
+    if behaviour_logp_BxC is not None:
+        is_weight_BxC, off_metrics = importance_weights(old_logp_BxC, behaviour_logp_BxC, valid_BxC, off)
+        if off.objective == "coupled":  # classic PPO on off-policy data: the ratio against the sampler
+            old_logp_BxC = f32(behaviour_logp_BxC)
 
     pg_BxC, clipped_BxC, kl_BxC = token_terms(logp_BxC, old_logp_BxC, adv_Bx1, valid_BxC, cfg, f32(ref_logp_BxC))
+    if off.correction != "none":  # decoupled: the proximal/behaviour lag, corrected (none keeps pg's bits)
+        pg_BxC = is_weight_BxC * pg_BxC
     pg_loss = jnp.sum(weight_BxC * pg_BxC)
     loss = pg_loss
     metrics = {
         "actor/pg_loss": pg_loss,
         "actor/pg_clipfrac": masked_mean(clipped_BxC.astype(jnp.float32), valid_BxC),
         "actor/ppo_kl": masked_mean(jnp.where(valid_BxC, old_logp_BxC - logp_BxC, 0.0), valid_BxC),
+        **off_metrics,
     }
     if kl_BxC is not None:
         kl_loss = jnp.sum(weight_BxC * kl_BxC)

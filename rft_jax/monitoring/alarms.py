@@ -253,7 +253,9 @@ ALARMS: dict[str, Alarm] = {
     "mismatch": Alarm(
         mismatch,
         "sample without top-k/top-p (they change the sampled distribution), sample in float32 (compute_dtype), "
-        "or take several passes (ppo_epochs > 1 recomputes the old log-probs with the training forward)",
+        "or take several passes (ppo_epochs > 1 recomputes the old log-probs with the training forward); in an "
+        "asynchronous run it also measures the policy lag (async/staleness_mean > 0): correct for it with "
+        "loss.off_policy.correction tis or mask, or lower asynchronous.max_staleness",
     ),
     "non_finite": Alarm(
         non_finite,

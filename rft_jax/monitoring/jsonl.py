@@ -55,3 +55,15 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 continue
             if isinstance(record, dict):
                 yield record
+
+
+def drop_after_step(path: Path, step: int) -> int:
+    """Removes the records of steps after `step` (a resumed run redoes them, and its log must hold each step
+    once); returns how many were dropped. A missing file is left missing."""
+    if not path.exists():
+        return 0
+    records = list(read_jsonl(path))
+    kept = [r for r in records if not isinstance(r.get("step"), int) or r["step"] <= step]
+    if len(kept) != len(records):
+        append_jsonl(path, kept, overwrite=True)
+    return len(records) - len(kept)

@@ -16,6 +16,11 @@ ADVANTAGE_MAX = "critic/advantages/max"
 ADVANTAGE_MIN = "critic/advantages/min"
 REWARD_COMPONENT_PREFIX = "rewards/"  # rewards/<component>/mean
 REWARD_ERRORS = "reward/errors"  # share (0..1) of completions whose reward raised
+STALENESS_MEAN = "async/staleness_mean"  # policy versions between sampling and training (rft_jax/train/async_loop.py)
+STALENESS_MAX = "async/staleness_max"
+IS_RATIO_MEAN = "off_policy/is_ratio_mean"  # pi_prox / pi_behaviour (rft_jax/grpo/off_policy.py)
+IS_RATIO_MAX = "off_policy/is_ratio_max"
+IS_MASKED_FRAC = "off_policy/masked_frac"
 MISMATCH_KL = "mismatch/kl"  # KL(sampler || trainer) per token on the sampled tokens (rft_jax/grpo/mismatch.py)
 
 # Policy update.

@@ -61,6 +61,11 @@ PANELS: tuple[Panel, ...] = (
           (names.THINK_LENGTH_MEAN, names.ANSWER_LENGTH_MEAN), ylabel="tokens"),
     Panel("reasoning_form", "Reasoning: think budget hits and well-formed answers",
           (names.BUDGET_HIT_RATE, names.WELL_FORMED_RATE), ylabel="share"),
+    # Asynchronous RL only: how stale the trained episodes were, and what the off-policy correction did.
+    Panel("staleness", "Asynchronous: staleness of the trained episodes",
+          (names.STALENESS_MEAN, names.STALENESS_MAX), ylabel="policy versions"),
+    Panel("off_policy", "Off-policy correction: IS ratio, masked share, mismatch KL",
+          (names.IS_RATIO_MEAN, names.IS_RATIO_MAX, names.IS_MASKED_FRAC, names.MISMATCH_KL)),
     Panel("clipfrac", "Policy-ratio clip fraction", (names.PG_CLIPFRAC,), ylabel="share"),
     Panel("loss", "Policy loss and gradient norm", (names.PG_LOSS, names.GRAD_NORM)),
     Panel("lr", "Learning rate", (names.LR,)),

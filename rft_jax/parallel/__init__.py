@@ -16,7 +16,7 @@ from rft_jax.parallel.distributed import (
     process_share,
     to_host,
 )
-from rft_jax.parallel.mesh import MeshConfig, make_mesh, mesh_shape
+from rft_jax.parallel.mesh import MeshConfig, make_mesh, mesh_shape, split_mesh
 from rft_jax.parallel.rules import (
     RULES,
     batch_shardings,
@@ -32,6 +32,6 @@ from rft_jax.parallel.rules import (
 __all__ = [
     "RULES", "DistributedConfig", "agree", "MeshConfig", "batch_shardings", "cache_sharding", "gather_rows",
     "initialize_distributed", "is_primary", "logical_spec", "lora_shardings", "make_mesh",
-    "mesh_shape", "opt_state_shardings", "param_shardings", "place", "process_share", "replicated",
+    "mesh_shape", "opt_state_shardings", "param_shardings", "place", "process_share", "replicated", "split_mesh",
     "to_host",
 ]

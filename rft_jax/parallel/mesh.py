@@ -54,3 +54,16 @@ def make_mesh(cfg: MeshConfig = MeshConfig(), devices=None) -> Mesh:
     shape = mesh_shape(cfg, len(devices))
     # Auto axes: shardings are given at jit boundaries and propagated inside by the compiler.
     return jax.make_mesh(shape, AXES, axis_types=(AxisType.Auto,) * len(AXES), devices=devices)
+
+
+def split_mesh(train: MeshConfig, rollout: MeshConfig, rollout_devices: int, devices=None) -> tuple[Mesh, Mesh]:
+    """(rollout mesh, training mesh): the first `rollout_devices` devices sample, the rest train.
+
+    Asynchronous RL samples and trains at the same time; on separate devices neither waits for the other's
+    kernels, and only the parameters cross over after each update.
+    """
+    devices = jax.devices() if devices is None else list(devices)
+    if not 0 < rollout_devices < len(devices):
+        raise ValueError(f"rollout_devices={rollout_devices}: need at least one device to sample and one to train, "
+                         f"and {len(devices)} are present")
+    return make_mesh(rollout, devices[:rollout_devices]), make_mesh(train, devices[rollout_devices:])

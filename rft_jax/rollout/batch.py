@@ -24,14 +24,21 @@ class RolloutBatch(NamedTuple):
     prompt_mask_BxP: jax.Array
     completion_BxGxC: jax.Array  # int32, right-padded
     completion_mask_BxGxC: jax.Array  # bool: a real token (any source)
-    old_logp_BxGxC: jax.Array  # behaviour log-probs of the policy tokens (0 elsewhere)
+    old_logp_BxGxC: jax.Array  # behaviour log-probs of the policy tokens (0 elsewhere), or the proximal ones (mu > 1)
     advantages_BxG: jax.Array
     truncated_BxG: jax.Array
     loss_mask_BxGxC: jax.Array | None = None  # bool: sampled by the policy (None: every real token)
+    behaviour_logp_BxGxC: jax.Array | None = None  # the sampler's, when old_logp holds recomputed proximal ones
 
     def with_loss_mask(self) -> RolloutBatch:
-        """The same batch with `loss_mask` filled in (a jitted step needs one fixed structure)."""
-        return self if self.loss_mask_BxGxC is not None else self._replace(loss_mask_BxGxC=self.completion_mask_BxGxC)
+        """The same batch with `loss_mask` and `behaviour_logp` filled in (a jitted step needs one fixed
+        structure): every real token, and the old log-probs, which are the sampler's until recomputed."""
+        filled = self
+        if filled.loss_mask_BxGxC is None:
+            filled = filled._replace(loss_mask_BxGxC=filled.completion_mask_BxGxC)
+        if filled.behaviour_logp_BxGxC is None:
+            filled = filled._replace(behaviour_logp_BxGxC=filled.old_logp_BxGxC)
+        return filled
 
 
 def completion_bucket(longest: int, max_tokens: int) -> int:

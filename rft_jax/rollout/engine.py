@@ -139,9 +139,19 @@ def generate_episodes(params: dict, cfg: ModelConfig, tokenizer, examples: list[
 
 def score_episodes(scorer, groups: list[list[Episode]]) -> None:
     """Fills each episode's reward, components and error; each process scores its share of the groups."""
-    share = process_share(len(groups))
-    mine = [e for group in groups[share] for e in group]
-    results = scorer.score_batch([e.example for e in mine], [e.text for e in mine])
+    mine = my_episodes(groups)
+    apply_scores(groups, scorer.score_batch([e.example for e in mine], [e.text for e in mine]))
+
+
+def my_episodes(groups: list[list[Episode]]) -> list[Episode]:
+    """The episodes this process scores: its share of the groups (all of them in one process)."""
+    return [e for group in groups[process_share(len(groups))] for e in group]
+
+
+def apply_scores(groups: list[list[Episode]], results: list) -> None:
+    """Fills rewards, components and errors from the `RewardResult`s of `my_episodes(groups)`, gathered
+    from every process (the asynchronous loop's reward pool hands its results in here too)."""
+    mine = my_episodes(groups)
     g = len(groups[0])
     names = gather_names([k for r in results for k in r.components])
     full = gather_rows({
@@ -187,7 +197,12 @@ def collect(params: dict, cfg: ModelConfig, tokenizer, scorer, examples: list[Ex
                                mesh=mesh, policy_version=policy_version, ids=ids)
     t1 = time.perf_counter()
     score_episodes(scorer, groups)
+    finish_scoring(groups, settings)
+    return Rollouts(groups, {"generate": t1 - t0, "reward": time.perf_counter() - t1})
+
+
+def finish_scoring(groups: list[list[Episode]], settings: RolloutSettings) -> None:
+    """What follows the reward: reasoning's malformed penalty and multi-turn's per-turn rewards."""
     penalise_malformed(groups, settings.reasoning)
     if settings.multi_turn:
         shape_turn_rewards(groups, settings.agent)
-    return Rollouts(groups, {"generate": t1 - t0, "reward": time.perf_counter() - t1})

@@ -110,6 +110,36 @@ class DynamicSamplingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class AsyncConfig:
+    """Asynchronous RL (docs/async.md): rollouts and their rewards are produced while the trainer updates,
+    at most `max_staleness` policy versions ahead. Correct the lag with loss.off_policy (tis or mask)."""
+
+    enabled: bool = False
+    max_staleness: int = 1
+    """K: an episode is trained on at most K updates after the policy that sampled it (0: each batch is
+    sampled by the current policy, which reproduces the synchronous run bit for bit)."""
+    reward_workers: int = 4
+    """Reward calls running at once on the pool's threads (rft_jax/rewards/pool.py)."""
+    reward_timeout_s: float = 600.0
+    """A reward call running longer gives each of its samples an error (reward 0) and the run goes on."""
+    reward_chunk_size: int = 0
+    """Samples per reward call (0: a step's whole batch in one call, which keeps remote batching)."""
+    rollout_devices: int = 0
+    """Devices of the rollout sub-mesh, the first ones of the device list; the rest train on `mesh`. After
+    each update the new parameters (with LoRA, only the adapters) are copied to them. 0: one shared mesh."""
+    rollout_mesh: MeshConfig = MeshConfig()
+    """Layout of the rollout sub-mesh (data x fsdp x tensor over rollout_devices)."""
+
+    def __post_init__(self):
+        if self.max_staleness < 0 or self.reward_workers < 1 or self.reward_timeout_s <= 0:
+            raise ValueError(f"asynchronous: max_staleness={self.max_staleness} must be >= 0, reward_workers="
+                             f"{self.reward_workers} >= 1 and reward_timeout_s={self.reward_timeout_s} > 0")
+        if self.rollout_devices < 0 or self.reward_chunk_size < 0:
+            raise ValueError(f"asynchronous: rollout_devices={self.rollout_devices} and reward_chunk_size="
+                             f"{self.reward_chunk_size} must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
 class CheckpointConfig:
     interval: int = 10
     keep_latest: int = 1
@@ -195,6 +225,8 @@ class TrainConfig:
     require_signal: bool = True
     """Refuse to start when the base model never succeeds on the validation groups."""
     dynamic_sampling: DynamicSamplingConfig = DynamicSamplingConfig()
+    asynchronous: AsyncConfig = AsyncConfig()
+    """Produce rollouts ahead of training under a staleness bound (docs/async.md)."""
     kl_monitor_interval: int = 10
     """Every this many steps, measure KL(policy || reference) on two groups of the step's rollouts
     (`actor/ref_kl`, in the report's KL panel and read by the KL alarm), even when beta = 0; 0: off.
@@ -230,6 +262,9 @@ class TrainConfig:
             # that already holds an agent carries that default's budget there, and a new --agent budget wins.
             object.__setattr__(self, "sampling", dataclasses.replace(self.sampling,
                                                                      max_new_tokens=self.agent.max_episode_tokens))
+        if self.asynchronous.rollout_devices and not self.asynchronous.enabled:
+            raise ValueError("asynchronous.rollout_devices splits the devices for asynchronous RL: set "
+                             "asynchronous.enabled too, or leave rollout_devices at 0")
         accum, minibatches = self.optimizer.grad_accum_steps, self.ppo_minibatches
         if self.ppo_epochs < 1 or minibatches < 1:
             raise ValueError(f"ppo_epochs={self.ppo_epochs} and ppo_minibatches={minibatches} must be >= 1")

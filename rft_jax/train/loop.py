@@ -13,30 +13,36 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
+from jax.sharding import Mesh
 
 from rft_jax.checkpoint.store import RunCheckpoints
 from rft_jax.data.example import message_text
 from rft_jax.monitoring import MetricsWriter, plot_training_curves
-from rft_jax.parallel import initialize_distributed, is_primary, make_mesh, to_host
+from rft_jax.monitoring.jsonl import drop_after_step
+from rft_jax.monitoring.writer import ALARMS_FILE, METRICS_FILE
+from rft_jax.parallel import initialize_distributed, is_primary, make_mesh, split_mesh, to_host
+from rft_jax.rewards.pool import PooledScorer
 from rft_jax.rollout.engine import prompt_ids
 from rft_jax.train import setup
+from rft_jax.train.async_loop import reward_pool, train_async
 from rft_jax.train.before_rl import measure_before_rl, rebase
 from rft_jax.train.config import TrainConfig
 from rft_jax.train.evals import eval_scorers, run_eval, validation_hook
 from rft_jax.train.hooks import Hook, StepContext, StopRequested, early_stopping_hook, run_hooks, time_budget_hook
 from rft_jax.train.kl_monitor import kl_monitor_hook
-from rft_jax.train.trainer import Trainer, batch_indices, build_trainer
+from rft_jax.train.trainer import Trainer, batch_indices, build_trainer, extra_indices
 
 
 def run(cfg: TrainConfig) -> dict:
     """Trains; returns the before/after evaluation metrics."""
     t_start = time.perf_counter()
     initialize_distributed(**dataclasses.asdict(cfg.distributed))  # before anything touches a device
-    mesh = make_mesh(cfg.mesh)
+    rollout_mesh, mesh = meshes(cfg)
     cfg = setup.resolve_init_from(cfg)
     run_dir = Path(cfg.out_dir)
     inputs = setup.prepare(cfg, run_dir)
+    pool = reward_pool(cfg.asynchronous, inputs.scorer) if cfg.asynchronous.enabled else None
+    inputs = inputs._replace(scorer=PooledScorer(inputs.scorer, pool)) if pool else inputs
     trainer, state = build_trainer(cfg, inputs.model_cfg, inputs.params, inputs.tokenizer, inputs.scorer, mesh,
                                    inputs.steps)
     ckpt = RunCheckpoints(run_dir, cfg.checkpoint.keep_latest, cfg.checkpoint.keep_best)
@@ -56,7 +62,11 @@ def run(cfg: TrainConfig) -> dict:
                      early_stopping_hook(meta, cfg.evaluation.patience, cfg.evaluation.interval),
                      *([kl_monitor_hook(trainer, cfg.kl_monitor_interval)] if cfg.kl_monitor_interval else []),
                      *logging_hooks(cfg, writer), checkpoint_hook(cfg, ckpt, meta)]
-            state, stopped = train(trainer, state, inputs.splits.train, inputs.steps, hooks, start)
+            if cfg.asynchronous.enabled:
+                state, stopped = train_async(trainer, state, inputs.splits.train, inputs.steps, hooks, start,
+                                             rollout_mesh)
+            else:
+                state, stopped = train(trainer, state, inputs.splits.train, inputs.steps, hooks, start)
         if stopped == "signal":
             print(f"[rft-jax] stopped at step {trainer.rl_step(state)}; continue with --resume")
             return results
@@ -66,6 +76,16 @@ def run(cfg: TrainConfig) -> dict:
     finally:
         writer.close()
         ckpt.close()
+        if pool is not None:
+            pool.close()
+
+
+def meshes(cfg: TrainConfig) -> tuple[Mesh | None, Mesh]:
+    """(rollout sub-mesh or None, training mesh): asynchronous runs may sample on devices of their own."""
+    a = cfg.asynchronous
+    if a.enabled and a.rollout_devices:
+        return split_mesh(cfg.mesh, a.rollout_mesh, a.rollout_devices)
+    return None, make_mesh(cfg.mesh)
 
 
 def train(trainer: Trainer, state, examples, steps: int, hooks: list[Hook], start: int = 0):
@@ -81,7 +101,7 @@ def train(trainer: Trainer, state, examples, steps: int, hooks: list[Hook], star
         idx = batch_indices(step, cfg.batch_size, len(examples), cfg.seed)
 
         def more(round_: int, step=step) -> tuple[list, list]:  # dynamic sampling's further prompts
-            extra = np.random.default_rng([cfg.seed, step, round_]).permutation(len(examples))[:cfg.batch_size]
+            extra = extra_indices(step, round_, cfg.batch_size, len(examples), cfg.seed)
             return [examples[i] for i in extra], [ids[i] for i in extra]
 
         state, metrics, rollouts = trainer.step(state, [examples[i] for i in idx], jax.random.fold_in(key, step),
@@ -111,6 +131,9 @@ def resume(cfg: TrainConfig, ckpt: RunCheckpoints, state, run_dir: Path, updates
             f"the checkpoint of step {step} in {run_dir} holds {int(state.step)} optimizer updates, not "
             f"{step} x {updates_per_step} (ppo_epochs x ppo_minibatches): resume with the settings the run "
             "started with")
+    if is_primary():  # the steps after the checkpoint are trained again: their earlier records go
+        for name in (METRICS_FILE, ALARMS_FILE):
+            drop_after_step(run_dir / name, step)
     print(f"[rft-jax] resumed from step {step} in {run_dir}")
     return state, meta, step
 

@@ -35,7 +35,7 @@ def step_shardings(mesh: Mesh, optimizer: optax.GradientTransformation, state: T
     state_sh = TrainState(trainable, opt_state_shardings(optimizer, state.opt_state, trainable, mesh),
                           replicated(mesh))
     shapes = RolloutBatch(*(jax.ShapeDtypeStruct((batch_size,) + (1,) * n, "float32")
-                            for n in (1, 1, 2, 2, 2, 1, 1, 2)))
+                            for n in (1, 1, 2, 2, 2, 1, 1, 2, 2)))
     return StepShardings(state_sh, None if frozen is None else param_shardings(frozen, mesh),
                          None if reference is None else param_shardings(reference, mesh),
                          batch_shardings(shapes, mesh), mesh)

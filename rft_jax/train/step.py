@@ -83,13 +83,19 @@ def batch_loss(trainable: dict, frozen: dict | None, reference: dict | None, bat
                                           batch.completion_BxGxC, lora=None,
                                           completion_mask_BxGxC=batch.completion_mask_BxGxC, **kw)
         ref_logp = jax.lax.stop_gradient(ref_logp)
+    # old: the proximal policy (this step's parameters before its first update); behaviour: the sampler's. With
+    # one update the old_logp field holds the sampler's; with several, the trainer's recomputed proximal ones.
     old = batch.old_logp_BxGxC if s.use_old_logp else jax.lax.stop_gradient(logp)
+    behaviour = batch.old_logp_BxGxC
+    if s.use_old_logp and batch.behaviour_logp_BxGxC is not None:
+        behaviour = batch.behaviour_logp_BxGxC
     b, g, c = logp.shape
     flat = lambda x: None if x is None else x.reshape(b * g, c)  # noqa: E731
     loss, metrics = grpo_loss(flat(logp), flat(old), batch.advantages_BxG.reshape(b * g), flat(_loss_mask(batch)),
                               loss_cfg, ref_logp_BxC=flat(ref_logp),
                               entropy_BxC=flat(jax.lax.stop_gradient(entropy)) if s.loss.entropy_coef == 0 else flat(entropy),
-                              truncated_B=batch.truncated_BxG.reshape(b * g), weight_BxC=flat(weight_BxGxC))
+                              truncated_B=batch.truncated_BxG.reshape(b * g), weight_BxC=flat(weight_BxGxC),
+                              behaviour_logp_BxC=flat(behaviour))  # coupled: the ratio against it (loss.py)
     if not s.use_old_logp:  # one update: old_logp holds the sampler's own log-probs of these tokens
         metrics.update(mismatch_metrics(jax.lax.stop_gradient(logp), batch.old_logp_BxGxC, _loss_mask(batch)))
     return loss, {"actor/loss": loss, **metrics}

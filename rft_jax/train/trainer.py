@@ -92,7 +92,10 @@ class Trainer:
         current policy's under the training forward, computed before the first
         pass: the sampler's own (top-k/top-p filtered, from a KV-cached decode
         whose rounding differs) would make the first pass's ratio differ from 1. The
-        metrics are the last update's; the learning rate is that of this RL step.
+        sampler's stay in the batch as the behaviour log-probs (`loss.off_policy`).
+        The coupled objective takes its ratio against those, but the recompute is
+        kept: it gives the `mismatch/*` and `off_policy/*` metrics. The metrics are
+        the last update's; the learning rate is that of this RL step.
         """
         cfg = self.cfg
         max_new = cfg.sampling.max_new_tokens
@@ -107,7 +110,7 @@ class Trainer:
             if self.old_logp_fn is not None:  # all of them before the first update
                 recomputed = self.old_logp_fn(state.trainable, self.frozen, mb, short)
                 mismatch.append(mismatch_metrics(recomputed, mb.old_logp_BxGxC, mb.loss_mask_BxGxC))
-                mb = mb._replace(old_logp_BxGxC=recomputed)
+                mb = mb._replace(old_logp_BxGxC=recomputed, behaviour_logp_BxGxC=mb.old_logp_BxGxC)
             minibatches.append((mb, short))
         for _ in range(cfg.ppo_epochs):
             for mb, short in minibatches:
@@ -207,3 +210,8 @@ def batch_indices(step: int, batch_size: int, num: int, seed: int) -> np.ndarray
     per_epoch = num // batch_size
     epoch, pos = divmod(step, per_epoch)
     return np.random.default_rng([seed, epoch]).permutation(num)[pos * batch_size:(pos + 1) * batch_size]
+
+
+def extra_indices(step: int, round_: int, batch_size: int, num: int, seed: int) -> np.ndarray:
+    """Dynamic sampling's further prompts for a step's extra round: a pure function as well."""
+    return np.random.default_rng([seed, step, round_]).permutation(num)[:batch_size]

@@ -15,7 +15,11 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
-def make_app(scorer: Any, *, token: str | None = None):
+def make_app(scorer: Any, *, token: str | None = None, added_latency_s: float = 0.0):
+    """`added_latency_s`: a pause before each request batch is answered, standing in for a remote reward's
+    latency in benchmarks (it does not hold a thread: other requests are served meanwhile)."""
+    import asyncio
+
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
@@ -38,6 +42,8 @@ def make_app(scorer: Any, *, token: str | None = None):
                 raise ValueError("body must be a JSON list")
         except ValueError as err:
             return JSONResponse({"error": f"bad request: {err}"}, status_code=400)
+        if added_latency_s > 0:
+            await asyncio.sleep(added_latency_s)
         return JSONResponse(await run_in_threadpool(score_items, scorer, items))
 
     async def health(request: Request) -> JSONResponse:
@@ -53,14 +59,16 @@ def check_binding(host: str, token: str | None) -> None:
                          "(--token-env VAR) or bind 127.0.0.1")
 
 
-def serve(scorer: Any, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None) -> None:
+def serve(scorer: Any, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
+          added_latency_s: float = 0.0) -> None:
     import uvicorn
 
     check_binding(host, token)
-    uvicorn.run(make_app(scorer, token=token), host=host, port=port, log_level="info")
+    uvicorn.run(make_app(scorer, token=token, added_latency_s=added_latency_s), host=host, port=port,
+                log_level="info")
 
 
-def start_in_thread(scorer: Any, *, host: str = "127.0.0.1", token: str | None = None):
+def start_in_thread(scorer: Any, *, host: str = "127.0.0.1", token: str | None = None, added_latency_s: float = 0.0):
     """Start a server on a free port in a background thread; returns (server, port). For tests
     and notebooks; stop with `server.should_exit = True`."""
     import socket
@@ -70,7 +78,7 @@ def start_in_thread(scorer: Any, *, host: str = "127.0.0.1", token: str | None =
     check_binding(host, token)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind((host, 0))
-    config = uvicorn.Config(make_app(scorer, token=token), log_level="warning")
+    config = uvicorn.Config(make_app(scorer, token=token, added_latency_s=added_latency_s), log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
