@@ -16,7 +16,14 @@ from safetensors.numpy import load_file
 from rft_jax.rewards.spec import RewardSpec
 from rft_jax.train import loop
 from rft_jax.train.async_loop import PolicyBoard, Stopped, staleness_metrics
-from rft_jax.train.config import AsyncConfig, CheckpointConfig
+from rft_jax.train.config import (
+    AsyncConfig,
+    CheckpointConfig,
+    DataConfig,
+    DynamicSamplingConfig,
+    SamplingConfig,
+    TaskData,
+)
 from rft_jax.train.hooks import Hook
 from rft_jax.train.loop import run
 from rft_jax.train.trainer import Trainer, batch_indices
@@ -62,8 +69,17 @@ def test_staleness_metrics_histogram():
         0.25, 0.5, 0.25)
 
 
-def test_staleness_zero_reproduces_the_synchronous_run_bitwise(tiny_model, tmp_path):  # noqa: F811
-    sync = tiny_config(tiny_model, str(tmp_path / "sync"), max_steps=3)
+KNOBS = {  # the default path, and dynamic sampling (extra rounds in the producer) with two PPO passes
+    "default": {},
+    "dynamic_ppo": dict(reward=RewardSpec("tests.toy_rewards:coin"), ppo_epochs=2,
+                        sampling=SamplingConfig(samples_per_prompt=2, max_new_tokens=16),
+                        dynamic_sampling=DynamicSamplingConfig(enabled=True, max_rounds=2)),
+}
+
+
+@pytest.mark.parametrize("knobs", sorted(KNOBS))
+def test_staleness_zero_reproduces_the_synchronous_run_bitwise(tiny_model, tmp_path, knobs):  # noqa: F811
+    sync = tiny_config(tiny_model, str(tmp_path / "sync"), max_steps=3, **KNOBS[knobs])
     run(sync)
     run(dataclasses.replace(sync, out_dir=str(tmp_path / "async"), asynchronous=_async(0)))
     a, b = _adapter(tmp_path / "sync"), _adapter(tmp_path / "async")
@@ -77,6 +93,8 @@ def test_staleness_zero_reproduces_the_synchronous_run_bitwise(tiny_model, tmp_p
             steps += 1
             assert m_async["async/staleness_max"] == 0.0
     assert steps == 3
+    if knobs == "dynamic_ppo":  # the producer did sample extra rounds
+        assert sum(m.get("dynamic/extra_rounds", 0) for m in _metrics(tmp_path / "async")) > 0
 
 
 def _record_updates(monkeypatch) -> list[tuple[int, list]]:
@@ -113,7 +131,25 @@ def test_staleness_stays_within_its_bound_while_rewards_hang_or_raise(tiny_model
     errors = [e.error for _, episodes in seen for e in episodes if e.error]
     assert any("timed out" in e for e in errors) and any("raises on lengths" in e for e in errors), errors
     assert any(e.error is None for _, episodes in seen for e in episodes)  # the others were scored
-    assert all(0.0 < m["reward/errors"] < 1.0 for m in metrics)
+    assert sum(m["reward_pool/timeouts"] > 0 for m in metrics) > 0  # one sample per call: each failed alone
+
+
+def test_a_failing_producer_stops_the_run_with_its_error(tiny_model, tmp_path, monkeypatch):  # noqa: F811
+    from rft_jax.train import async_loop  # noqa: PLC0415
+
+    generate, calls = async_loop.generate_episodes, []
+
+    def fails_on_the_third_batch(*args, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise MemoryError("out of memory while sampling")
+        return generate(*args, **kw)
+
+    monkeypatch.setattr(async_loop, "generate_episodes", fails_on_the_third_batch)
+    cfg = tiny_config(tiny_model, str(tmp_path), max_steps=5, asynchronous=_async(1), export=False)
+    with pytest.raises(RuntimeError, match="rollout producer failed: MemoryError: out of memory while sampling"):
+        run(cfg)
+    assert [m["step"] for m in _metrics(tmp_path) if "actor/pg_loss" in m] == [1, 2]
 
 
 def test_sub_meshes_sample_on_their_devices_and_only_adapters_move(tiny_model, tmp_path, monkeypatch):  # noqa: F811
@@ -195,3 +231,30 @@ def test_with_staleness_zero_a_resumed_run_ends_on_the_same_bits(tiny_model, tmp
     a, b = _adapter(tmp_path / "straight"), _adapter(tmp_path / "died")
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_reasoning_mode_and_multi_turn_agents_run_asynchronously(tiny_model, tmp_path):  # noqa: F811
+    from rft_jax.data.reasoning import ReasoningConfig  # noqa: PLC0415
+    from rft_jax.environments.config import EnvironmentConfig  # noqa: PLC0415
+    from rft_jax.grpo import GRPOLossConfig, OffPolicyConfig  # noqa: PLC0415
+    from rft_jax.rollout.agent_config import AgentConfig  # noqa: PLC0415
+
+    tis = GRPOLossConfig(off_policy=OffPolicyConfig(correction="tis", level="sequence"))
+    reasoning = tiny_config(tiny_model, str(tmp_path / "reasoning"), max_steps=3, export=False, loss=tis,
+                            reasoning=ReasoningConfig(mode="on", think_budget=8, answer_budget=8),
+                            data=DataConfig(task=TaskData(name="arithmetic", num_train=16, num_val=4, num_test=0),
+                                            max_prompt_tokens=256),
+                            asynchronous=_async(1))
+    run(reasoning)
+    agent = tiny_config(tiny_model, str(tmp_path / "agent"), max_steps=3, export=False, loss=tis,
+                        agent=AgentConfig(environment=EnvironmentConfig(name="calculator"), max_turns=2,
+                                          max_episode_tokens=24),
+                        data=DataConfig(task=TaskData(name="arithmetic", num_train=16, num_val=4, num_test=0),
+                                        max_prompt_tokens=384),
+                        asynchronous=_async(1))
+    run(agent)
+    for out, key in ((tmp_path / "reasoning", "reasoning/budget_hit_rate"), (tmp_path / "agent", "agent/turns/mean")):
+        steps = [m for m in _metrics(out) if "actor/pg_loss" in m]
+        assert len(steps) == 3 and all(key in m for m in steps), out
+        assert all(m["async/staleness_max"] <= 1 and np.isfinite(m["off_policy/is_ratio_max"]) for m in steps)
+        assert all(np.isfinite(m["actor/pg_loss"]) for m in steps)

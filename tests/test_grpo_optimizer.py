@@ -68,3 +68,17 @@ def test_accumulated_gradient_equals_full_batch_gradient():
 
     with pytest.raises(ValueError):
         split_microbatches(batch, 3)
+
+
+def test_accumulated_maxima_are_maxima_and_the_rest_means():
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    from rft_jax.grpo.optimizer import accumulate_gradients  # noqa: PLC0415
+
+    def grad_fn(params, mb):
+        return {"w": params["w"] * mb}, {"off_policy/is_ratio_max": mb, "mismatch/max_abs_logp_diff": 2 * mb,
+                                         "actor/pg_loss": mb}
+
+    _, metrics = accumulate_gradients(grad_fn, {"w": jnp.ones(())}, jnp.array([1.0, 5.0, 3.0]))
+    assert float(metrics["off_policy/is_ratio_max"]) == 5.0 and float(metrics["mismatch/max_abs_logp_diff"]) == 10.0
+    assert float(metrics["actor/pg_loss"]) == 3.0

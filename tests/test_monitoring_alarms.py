@@ -110,3 +110,10 @@ def test_thresholds_come_from_the_config():
 def test_hacking_needs_val_falling_not_just_flat():
     flat_val = lambda step, metrics: metrics.update({names.VAL_REWARD_MEAN: 0.4}) if names.VAL_REWARD_MEAN in metrics else None  # noqa: E731
     assert "reward_hacking" not in run(flat_val)[0]
+
+
+def test_the_mismatch_alarm_keeps_quiet_about_an_asynchronous_runs_intended_lag():
+    def stale(step, m):  # episodes one version old: the KL holds the lag, which the IS weights correct
+        m.update({names.MISMATCH_KL: 0.01, names.STALENESS_MEAN: 1.0})
+
+    assert "mismatch" not in run(stale)[0]

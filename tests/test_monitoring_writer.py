@@ -11,7 +11,7 @@ from rich.console import Console
 
 from rft_jax.monitoring import MetricHistory, MetricsWriter, names
 from rft_jax.monitoring.console import ConsoleView, format_key_figures
-from rft_jax.monitoring.jsonl import append_jsonl, read_jsonl, to_jsonable
+from rft_jax.monitoring.jsonl import append_jsonl, drop_after_step, read_jsonl, to_jsonable
 
 
 def _lines(path):
@@ -117,3 +117,12 @@ def test_console_progress_bar_on_a_terminal():
     view.update(3, {names.REWARD_MEAN: 0.25, names.ENTROPY: 0.5})
     view.close()
     assert "3/10" in buffer.getvalue() and "reward 0.250 | entropy 0.500" in buffer.getvalue()
+
+
+def test_a_resumed_run_drops_the_records_of_the_steps_it_trains_again(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    append_jsonl(path, [{"step": s, "x": s} for s in (0, 1, 2, 3, 4)] + [{"note": "no step"}])
+    assert drop_after_step(path, 2) == 2
+    assert [r.get("step") for r in read_jsonl(path)] == [0, 1, 2, None]
+    assert drop_after_step(path, 2) == 0 and drop_after_step(tmp_path / "missing.jsonl", 2) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]  # no temporary file left

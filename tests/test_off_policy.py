@@ -176,6 +176,17 @@ def test_bad_settings_are_refused_with_the_fix():
             grpo_loss(LOGP_BxC, PROX_BxC, ADV_B, VALID_BxC, GRPOLossConfig(off_policy=off))
 
 
+def test_settings_that_would_have_no_effect_are_refused():
+    for unused in (dict(cap=3.0), dict(level="sequence"), dict(mask_low=0.5, correction="tis"),
+                   dict(cap=3.0, correction="is")):
+        with pytest.raises(ValueError, match="no effect"):
+            OffPolicyConfig(**unused)
+    OffPolicyConfig(correction="mask", level="sequence", cap=3.0, mask_low=0.5)  # all of them used
+    with pytest.raises(ValueError, match="gspo"):  # GSPO's ratio is per sequence: so must its weight be
+        GRPOLossConfig(policy_loss="gspo", off_policy=OffPolicyConfig(correction="tis"))
+    GRPOLossConfig(policy_loss="gspo", off_policy=OffPolicyConfig(correction="tis", level="geometric"))
+
+
 # Through the train step's loss, on a tiny random model.
 TINY = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                    head_dim=8)

@@ -192,3 +192,20 @@ def test_edge_cases(fake):
         assert not pool.submit([EX], ["a"]).cancel()  # a submission always resolves
     with pytest.raises(ValueError, match="workers"):
         RewardPool(fake, workers=0)
+
+
+def test_a_pooled_scorer_scores_with_its_own_scorer_on_the_shared_pool():
+    from rft_jax.rewards.pool import PooledScorer, batched  # noqa: PLC0415
+    from rft_jax.rewards.scorer import build_reward  # noqa: PLC0415
+
+    main, view = build_reward(RewardSpec("math_answer")), build_reward(RewardSpec("answer_format"))
+    examples = [Example(id="a", messages=[{"role": "user", "content": "1+1?"}], reference_answer=2)] * 2
+    completions = ["ANSWER: 2", "it is 3"]
+    with RewardPool(main, workers=2, timeout_s=5) as pool:
+        for scorer in (main, view):  # the view's scores are the view's, not the pool's reward's
+            pooled = PooledScorer(scorer, pool)
+            assert pooled.score_batch(examples, completions) == scorer.score_batch(examples, completions)
+            assert pooled.name == scorer.name and pooled.needs_reference == scorer.needs_reference
+    assert not batched(main) and batched(build_reward(RewardSpec("remote", {"url": "http://127.0.0.1:1"})))
+    aggregate = build_reward(RewardSpec.aggregate(a=RewardSpec("math_answer"), b=RewardSpec("answer_format")))
+    assert not batched(aggregate)

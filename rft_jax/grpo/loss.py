@@ -119,6 +119,10 @@ class GRPOLossConfig:
         if self.clip_ratio_c is not None and (self.policy_loss != "ppo_clip" or self.clip_ratio_c <= 1.0):
             raise ValueError(f"clip_ratio_c={self.clip_ratio_c} needs policy_loss='ppo_clip' and c > 1 "
                              f"(got {self.policy_loss!r}); set it to None otherwise")
+        off = self.off_policy
+        if self.policy_loss == "gspo" and off.correction != "none" and off.level == "token":
+            raise ValueError("policy_loss='gspo' clips a sequence-level ratio: weigh it with a sequence-level "
+                             "importance weight, off_policy.level='geometric' (GSPO's own) or 'sequence'")
         if self.sapo_tau_pos <= 0.0 or self.sapo_tau_neg <= 0.0:
             raise ValueError(f"SAPO temperatures must be > 0, got {self.sapo_tau_pos}, {self.sapo_tau_neg}")
 

@@ -141,8 +141,18 @@ def accumulate_gradients(grad_fn, params, microbatches):
     def body(carry, microbatch):
         grads, metrics = grad_fn(params, microbatch)
         add = lambda acc, x: acc + x.astype(jnp.float32)  # noqa: E731
-        return (jax.tree.map(add, carry[0], grads), jax.tree.map(add, carry[1], metrics)), None
+        combined = {k: jnp.maximum(carry[1][k], v) if is_max_metric(k) else add(carry[1][k], v)
+                    for k, v in metrics.items()}
+        return (jax.tree.map(add, carry[0], grads), combined), None
 
-    (grad_sum, metric_sum), _ = jax.lax.scan(body, (zeros(grads0), zeros(metrics0)), microbatches)
+    start = {k: jnp.full(s.shape, -jnp.inf) if is_max_metric(k) else jnp.zeros(s.shape, jnp.float32)
+             for k, s in metrics0.items()}
+    (grad_sum, metric_sum), _ = jax.lax.scan(body, (zeros(grads0), start), microbatches)
     grads = jax.tree.map(lambda s, like: (s / n).astype(like.dtype), grad_sum, grads0)
-    return grads, jax.tree.map(lambda s: s / n, metric_sum)
+    return grads, {k: v if is_max_metric(k) else v / n for k, v in metric_sum.items()}
+
+
+def is_max_metric(name: str) -> bool:
+    """A metric that is a maximum (`off_policy/is_ratio_max`, `mismatch/max_abs_logp_diff`): combined over
+    micro-batches by max, the others by mean."""
+    return "max" in name.rsplit("/", 1)[-1]

@@ -198,6 +198,8 @@ def reward_errors(h: MetricHistory, cfg: AlarmConfig) -> str | None:
 
 
 def mismatch(h: MetricHistory, cfg: AlarmConfig) -> str | None:
+    if _mean(h.recent(names.STALENESS_MEAN, cfg.window)) > 0:  # asynchronous: the KL also holds the intended lag
+        return None
     kl = _mean(h.recent(names.MISMATCH_KL, cfg.window))
     if kl > cfg.max_mismatch_kl:
         return (f"the sampler's log-probs differ from the trainer's: KL {kl:.2g} nats/token "
@@ -253,9 +255,7 @@ ALARMS: dict[str, Alarm] = {
     "mismatch": Alarm(
         mismatch,
         "sample without top-k/top-p (they change the sampled distribution), sample in float32 (compute_dtype), "
-        "or take several passes (ppo_epochs > 1 recomputes the old log-probs with the training forward); in an "
-        "asynchronous run it also measures the policy lag (async/staleness_mean > 0): correct for it with "
-        "loss.off_policy.correction tis or mask, or lower asynchronous.max_staleness",
+        "or take several passes (ppo_epochs > 1 recomputes the old log-probs with the training forward)",
     ),
     "non_finite": Alarm(
         non_finite,

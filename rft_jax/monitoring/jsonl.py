@@ -64,6 +64,8 @@ def drop_after_step(path: Path, step: int) -> int:
         return 0
     records = list(read_jsonl(path))
     kept = [r for r in records if not isinstance(r.get("step"), int) or r["step"] <= step]
-    if len(kept) != len(records):
-        append_jsonl(path, kept, overwrite=True)
+    if len(kept) != len(records):  # a new file moved over the old one: a kill here loses neither
+        fresh = path.with_name(path.name + ".resume")
+        append_jsonl(fresh, kept, overwrite=True)
+        os.replace(fresh, path)
     return len(records) - len(kept)

@@ -62,6 +62,7 @@ class _Submission:
     future: concurrent.futures.Future
     results: list
     remaining: int  # calls not yet finished
+    scorer: Any = None  # None: the pool's
 
 
 @dataclasses.dataclass(eq=False)
@@ -100,7 +101,6 @@ class RewardPool:
         self.workers = workers
         self.timeout_s = timeout_s
         self.chunk_size = chunk_size
-        self._name = getattr(scorer, "name", type(scorer).__name__)
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # workers wait here for calls
         self._wake = threading.Condition(self._lock)  # the watchdog waits here for the next deadline
@@ -114,8 +114,9 @@ class RewardPool:
             self._spawn(worker)
         threading.Thread(target=self._watch, name="rft-jax-reward-watchdog", daemon=True).start()
 
-    def submit(self, examples: list, completions: list[str]) -> concurrent.futures.Future:
-        """Queue the samples; the future resolves to list[RewardResult] in the same order and never raises."""
+    def submit(self, examples: list, completions: list[str], scorer: Any = None) -> concurrent.futures.Future:
+        """Queue the samples; the future resolves to list[RewardResult] in the same order and never raises.
+        `scorer`: another scorer to call on these samples (evaluation's views share the run's pool)."""
         examples, completions = list(examples), list(completions)
         if len(examples) != len(completions):
             raise ValueError(f"{len(examples)} examples but {len(completions)} completions")  # caller bug
@@ -127,7 +128,7 @@ class RewardPool:
             return future
         size = self.chunk_size or n
         starts = range(0, n, size)
-        submission = _Submission(future, [None] * n, len(starts))
+        submission = _Submission(future, [None] * n, len(starts), scorer)
         calls = [_Call(submission, s, examples[s:s + size], completions[s:s + size]) for s in starts]
         with self._lock:
             self._counts["calls"] += len(calls)
@@ -206,14 +207,15 @@ class RewardPool:
 
     def _run(self, call: _Call) -> tuple[list[RewardResult], bool]:
         n = len(call.examples)
+        scorer = call.submission.scorer or self.scorer
         try:
-            results = self.scorer.score_batch(call.examples, call.completions)
+            results = scorer.score_batch(call.examples, call.completions)
             problem = output_problem(results, n)
         except BaseException as err:  # noqa: B036 (a reward's SystemExit must not kill the worker)
             problem = f"reward raised {type(err).__name__}: {err}"
         if problem is None:
             return list(results), True
-        return failures(n, f"{self._name}: {problem}"), False
+        return failures(n, f"{getattr(scorer, 'name', type(scorer).__name__)}: {problem}"), False
 
     def _watch(self) -> None:
         """The watchdog: fails calls past their deadline and replaces their workers."""
@@ -273,7 +275,17 @@ class PooledScorer:
         return getattr(self.scorer, name)
 
     def score_batch(self, examples: list, completions: list[str]) -> list[RewardResult]:
-        return self.pool.submit(examples, completions).result()
+        return self.pool.submit(examples, completions, self.scorer).result()
 
     def score(self, example: Any, completion: str) -> RewardResult:
         return self.score_batch([example], [completion])[0]
+
+
+def batched(scorer: Any) -> bool:
+    """Whether a scorer scores a batch in one go (a `batch_fn`, e.g. the remote endpoint), so it should get
+    whole batches; else the pool calls it once per sample."""
+    parts = getattr(scorer, "parts", None)
+    if parts is not None:  # an aggregate: batched when any component is
+        return any(batched(part) for _, part in parts.values())
+    entry = getattr(scorer, "entry", None)
+    return entry is None or entry.batch_fn is not None

@@ -47,7 +47,7 @@ class Episode:
 
     example: Example
     segments: list[Segment]
-    policy_version: int  # the optimizer step whose parameters sampled the policy tokens
+    policy_version: int  # the RL step (updates done) whose parameters sampled the policy tokens
     finish_reason: str  # "stop" (EOS, a stop string, a final answer), "length" (the token budget ran out)
     # or "turns" (a multi-turn episode still calling tools at its turn cap)
     text: str = ""  # what the reward reads

@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import jax
 import jax.numpy as jnp
@@ -39,7 +40,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from rft_jax.parallel import lora_shardings, param_shardings
-from rft_jax.rewards.pool import PooledScorer, RewardPool
+from rft_jax.rewards.pool import PooledScorer, RewardPool, batched
 from rft_jax.rollout.dynamic import fill_with_signal
 from rft_jax.rollout.engine import Rollouts, apply_scores, finish_scoring, generate_episodes, my_episodes, prompt_ids
 from rft_jax.rollout.episode import Episode
@@ -126,13 +127,26 @@ class Produced:
     active_B: np.ndarray | None = None
     extra: dict[str, float] = dataclasses.field(default_factory=dict)
     reward_s: float = 0.0
+    scored: float | None = None  # perf_counter when the rewards came back
 
-    def rollouts(self, settings) -> Rollouts:
-        """The scored rollouts (waits for the rewards)."""
+    def __post_init__(self):
         if self.rewards is not None:
-            apply_scores(self.groups, self.rewards.result())
+            self.rewards.add_done_callback(lambda _: setattr(self, "scored", time.perf_counter()))
+
+    def rollouts(self, settings, stop: threading.Event | None = None) -> Rollouts:
+        """The scored rollouts: waits for the rewards (raises `Stopped` once `stop` is set)."""
+        if self.rewards is not None:
+            while True:
+                try:
+                    results = self.rewards.result(timeout=0.25)
+                    break
+                except FutureTimeout:
+                    if stop is not None and stop.is_set():
+                        raise Stopped from None
+            apply_scores(self.groups, results)
             finish_scoring(self.groups, settings)
-            self.reward_s = time.perf_counter() - self.submitted
+            self.reward_s = (self.scored or time.perf_counter()) - self.submitted
+            self.rewards = None
         return Rollouts(self.groups, {"generate": self.generate_s, "reward": self.reward_s})
 
 
@@ -144,6 +158,7 @@ class Producer:
         self.trainer, self.examples, self.ids, self.board, self.pool = trainer, examples, ids, board, pool
         self.acfg, self.mesh, self.start, self.steps = acfg, rollout_mesh, start, steps
         self.out: queue.Queue = queue.Queue()
+        self.stopping = threading.Event()
         self.key = jax.random.key(trainer.cfg.seed)
         self.thread = threading.Thread(target=self._run, name="rft-jax-rollouts", daemon=True)
 
@@ -177,9 +192,11 @@ class Producer:
             extra = extra_indices(item.step, round_, cfg.batch_size, len(self.examples), cfg.seed)
             groups, rewards, generate_s = self._sample([self.examples[i] for i in extra], [self.ids[i] for i in extra],
                                                        jax.random.fold_in(key, 1000 + round_), version, args)
-            return Produced(item.step, version, groups, rewards, generate_s, time.perf_counter()).rollouts(settings)
+            return Produced(item.step, version, groups, rewards, generate_s, time.perf_counter()).rollouts(
+                settings, self.stopping)
 
-        filled = fill_with_signal(item.rollouts(settings), more, cfg.batch_size, cfg.dynamic_sampling.max_rounds)
+        filled = fill_with_signal(item.rollouts(settings, self.stopping), more, cfg.batch_size,
+                                  cfg.dynamic_sampling.max_rounds)
         item.groups, item.rewards, item.active_B, item.extra = filled.rollouts.groups, None, filled.active_B, \
             filled.metrics
         item.generate_s, item.reward_s = filled.rollouts.timing["generate"], filled.rollouts.timing["reward"]
@@ -199,11 +216,15 @@ class Producer:
             raise RuntimeError(f"the rollout producer failed: {type(item).__name__}: {item}") from item
         return item
 
-    def stop(self) -> int:
-        """Ends the thread after its current batch (the board and the pool closed first); returns how many
-        produced batches were never trained."""
+    def stop(self, timeout_s: float = 600.0) -> int:
+        """Ends the thread after the batch it is sampling (it stops waiting for rewards at once); returns how
+        many produced batches were never trained."""
+        self.stopping.set()
         self.board.close()
-        self.thread.join()
+        self.thread.join(timeout_s)
+        if self.thread.is_alive():  # a daemon: it cannot keep the process alive
+            print(f"[rft-jax] asynchronous: the rollout producer is still sampling after {timeout_s:.0f} s; "
+                  "left behind")
         return self.out.qsize()
 
 
@@ -215,9 +236,20 @@ def staleness_metrics(step: int, groups: list[list[Episode]], max_staleness: int
 
 
 def reward_pool(acfg: AsyncConfig, scorer) -> RewardPool:
-    """The run's reward workers, with the asynchronous settings' limits."""
-    return RewardPool(scorer, workers=acfg.reward_workers, timeout_s=acfg.reward_timeout_s,
-                      chunk_size=acfg.reward_chunk_size)
+    """The run's reward workers, with the asynchronous settings' limits (chunk 0: per sample, or whole batches
+    for a batched reward)."""
+    chunk = acfg.reward_chunk_size or (0 if batched(scorer) else 1)
+    return RewardPool(scorer, workers=acfg.reward_workers, timeout_s=acfg.reward_timeout_s, chunk_size=chunk)
+
+
+def warn_uncorrected(cfg) -> None:
+    """An asynchronous run whose loss ignores the lag (decoupled objective, no correction) is a valid
+    baseline, but rarely what is meant."""
+    off = cfg.loss.off_policy
+    if cfg.asynchronous.max_staleness > 0 and off.objective == "decoupled" and off.correction == "none":
+        print(f"[rft-jax] asynchronous: episodes up to {cfg.asynchronous.max_staleness} version(s) old are "
+              "trained with loss.off_policy.correction none, which ignores the lag; tis or mask corrects it "
+              "(docs/async.md)")
 
 
 def train_async(trainer: Trainer, state, examples, steps: int, hooks: list[Hook], start: int = 0,
@@ -225,9 +257,7 @@ def train_async(trainer: Trainer, state, examples, steps: int, hooks: list[Hook]
     """RL steps `start` .. `steps` - 1 with asynchronous rollouts; returns the state and why it stopped early
     (or None), as `rft_jax.train.loop.train` does. `on_step` sees each batch before its update (tests)."""
     acfg = trainer.cfg.asynchronous
-    if jax.process_count() > 1:
-        raise NotImplementedError("asynchronous RL runs in one process for now (its producer thread and reward "
-                                  "pool live on the host that samples): start the run without jax.distributed")
+    warn_uncorrected(trainer.cfg)
     ids = prompt_ids(trainer.tokenizer, examples, trainer.rollout_settings.reasoning)
     board, transfer = PolicyBoard(), PolicyTransfer(trainer, rollout_mesh)
     board.publish(trainer.rl_step(state), transfer(state))
@@ -253,6 +283,7 @@ def train_async(trainer: Trainer, state, examples, steps: int, hooks: list[Hook]
             tokens = int(r.lengths_BxG.sum()) + int(r.prompt_lengths_B.sum())
             metrics.update(item.extra)
             metrics.update(staleness_metrics(step, r.groups, acfg.max_staleness))
+            metrics.update({f"reward_pool/{k}": v for k, v in pool.stats().items()})
             # timing_s/wait is the part of the step the trainer spent waiting for rollouts and rewards.
             metrics.update({"timing_s/generate": item.generate_s, "timing_s/reward": item.reward_s,
                             "timing_s/wait": t0 - t_wait, "timing_s/update": t1 - t0,

@@ -120,10 +120,13 @@ class AsyncConfig:
     sampled by the current policy, which reproduces the synchronous run bit for bit)."""
     reward_workers: int = 4
     """Reward calls running at once on the pool's threads (rft_jax/rewards/pool.py)."""
-    reward_timeout_s: float = 600.0
-    """A reward call running longer gives each of its samples an error (reward 0) and the run goes on."""
+    reward_timeout_s: float = 300.0
+    """A reward call running longer gives each of its samples an error (reward 0) and the run goes on: the
+    longest a reward can hold the trainer up. Evaluation's scorers get the same limit."""
     reward_chunk_size: int = 0
-    """Samples per reward call (0: a step's whole batch in one call, which keeps remote batching)."""
+    """Samples per reward call. 0: one sample per call for per-sample rewards (a slow or failing sample fails
+    alone, and the workers score in parallel), a step's whole batch for batched ones (the remote endpoint,
+    functions with a `batched` form), which keeps their batching."""
     rollout_devices: int = 0
     """Devices of the rollout sub-mesh, the first ones of the device list; the rest train on `mesh`. After
     each update the new parameters (with LoRA, only the adapters) are copied to them. 0: one shared mesh."""
@@ -134,6 +137,8 @@ class AsyncConfig:
         if self.max_staleness < 0 or self.reward_workers < 1 or self.reward_timeout_s <= 0:
             raise ValueError(f"asynchronous: max_staleness={self.max_staleness} must be >= 0, reward_workers="
                              f"{self.reward_workers} >= 1 and reward_timeout_s={self.reward_timeout_s} > 0")
+        if self.rollout_mesh != MeshConfig() and not self.rollout_devices:
+            raise ValueError("asynchronous.rollout_mesh lays out the rollout sub-mesh: set rollout_devices too")
         if self.rollout_devices < 0 or self.reward_chunk_size < 0:
             raise ValueError(f"asynchronous: rollout_devices={self.rollout_devices} and reward_chunk_size="
                              f"{self.reward_chunk_size} must be >= 0")

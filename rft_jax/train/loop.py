@@ -37,17 +37,33 @@ def run(cfg: TrainConfig) -> dict:
     """Trains; returns the before/after evaluation metrics."""
     t_start = time.perf_counter()
     initialize_distributed(**dataclasses.asdict(cfg.distributed))  # before anything touches a device
+    if cfg.asynchronous.enabled and jax.process_count() > 1:
+        raise setup.ConfigError("asynchronous RL runs in one process for now (its producer thread and reward pool "
+                                "live on the host that samples): start the run without jax.distributed")
     rollout_mesh, mesh = meshes(cfg)
     cfg = setup.resolve_init_from(cfg)
     run_dir = Path(cfg.out_dir)
     inputs = setup.prepare(cfg, run_dir)
     pool = reward_pool(cfg.asynchronous, inputs.scorer) if cfg.asynchronous.enabled else None
+    try:
+        return run_prepared(cfg, inputs, pool, rollout_mesh, mesh, run_dir, t_start)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def run_prepared(cfg: TrainConfig, inputs: setup.Prepared, pool, rollout_mesh: Mesh | None, mesh: Mesh,
+                 run_dir: Path, t_start: float) -> dict:
+    """`run` after the inputs are checked. An asynchronous run's scorers (reward and views) go through its
+    reward pool, so evaluation gets the same time limits as training."""
     inputs = inputs._replace(scorer=PooledScorer(inputs.scorer, pool)) if pool else inputs
     trainer, state = build_trainer(cfg, inputs.model_cfg, inputs.params, inputs.tokenizer, inputs.scorer, mesh,
                                    inputs.steps)
     ckpt = RunCheckpoints(run_dir, cfg.checkpoint.keep_latest, cfg.checkpoint.keep_best)
     state, meta, start = resume(cfg, ckpt, state, run_dir, trainer.updates_per_step)
     scorers = eval_scorers(cfg, inputs.scorer)
+    if pool is not None:
+        scorers = {name: s if isinstance(s, PooledScorer) else PooledScorer(s, pool) for name, s in scorers.items()}
     writer = MetricsWriter(run_dir, total_steps=inputs.steps, is_primary=is_primary())
     results: dict = {}
     try:
@@ -76,8 +92,6 @@ def run(cfg: TrainConfig) -> dict:
     finally:
         writer.close()
         ckpt.close()
-        if pool is not None:
-            pool.close()
 
 
 def meshes(cfg: TrainConfig) -> tuple[Mesh | None, Mesh]:

@@ -20,6 +20,7 @@ from jax.sharding import Mesh
 from rft_jax.data.reasoning import plan_reasoning
 from rft_jax.grpo import TrainState, make_schedule, split_microbatches
 from rft_jax.grpo.mismatch import mismatch_metrics
+from rft_jax.grpo.optimizer import is_max_metric
 from rft_jax.model.config import ModelConfig
 from rft_jax.model.logprobs import completion_logprobs
 from rft_jax.model.precision import storage_dtype
@@ -112,14 +113,18 @@ class Trainer:
                 mismatch.append(mismatch_metrics(recomputed, mb.old_logp_BxGxC, mb.loss_mask_BxGxC))
                 mb = mb._replace(old_logp_BxGxC=recomputed, behaviour_logp_BxGxC=mb.old_logp_BxGxC)
             minibatches.append((mb, short))
-        for _ in range(cfg.ppo_epochs):
+        first_pass = []
+        for epoch in range(cfg.ppo_epochs):
             for mb, short in minibatches:
                 state, update_metrics = self.step_fn(state, self.frozen, self.reference, mb, short)
+                first_pass += [update_metrics] if epoch == 0 else []
         shaped_BxG = shaped_rewards(r.groups, cfg.advantage, max_new)
-        # With several updates the sampler-vs-trainer comparison is made here, on the recomputed log-probs.
-        mismatch_means = {k: float(np.mean([float(m[k]) for m in mismatch])) for k in mismatch[0]} if mismatch else {}
+        # With several updates the sampler-vs-trainer comparison is made here, on the recomputed log-probs; the
+        # off-policy weights (the same on every pass) cover every mini-batch, not only the last.
+        off_policy = [{k: v for k, v in m.items() if k.startswith("off_policy/")} for m in first_pass]
         return state, {**rollout_metrics(r, adv_BxG, shaped_BxG),
-                       **{k: float(v) for k, v in update_metrics.items()}, **mismatch_means, "actor/lr": lr}
+                       **{k: float(v) for k, v in update_metrics.items()}, **combine_metrics(mismatch),
+                       **combine_metrics(off_policy), "actor/lr": lr}
 
     def step(self, state: TrainState, examples, key: jax.Array, ids=None,
              more: Callable[[int], tuple[list, list]] | None = None) -> tuple[TrainState, dict, Rollouts]:
@@ -173,6 +178,13 @@ def build_trainer(cfg: TrainConfig, model_cfg: ModelConfig, params: dict, tokeni
                       make_schedule(cfg.optimizer, steps), rollout_settings,
                       jit_old_logprobs(settings, sh) if settings.use_old_logp else None, settings)
     return trainer, state
+
+
+def combine_metrics(parts: list[dict]) -> dict[str, float]:
+    """Metrics of several mini-batches as one: maxima by max, the rest by mean (equal-sized mini-batches)."""
+    if not parts or not parts[0]:
+        return {}
+    return {k: float((np.max if is_max_metric(k) else np.mean)([float(p[k]) for p in parts])) for k in parts[0]}
 
 
 def split_groups(batch: RolloutBatch, n: int) -> list[RolloutBatch]:
