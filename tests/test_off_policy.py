@@ -34,6 +34,11 @@ BEHAV_BxC = jnp.array([[-1.0, -2.0, -1.0, -jnp.inf], [-1.0, -1.0, -jnp.inf, -jnp
 PROX_BxC = jnp.array([[-1.0 + LN(3), -2.0 + LN(0.5), -1.0 + LN(1.5), -jnp.inf],
                       [-1.0 + LN(0.25), -1.0 + LN(1.2), 0.0, -jnp.inf]])
 CFG = dict(cap=2.0, mask_low=0.2)
+
+
+def knobs(correction: str) -> dict:
+    """CFG's settings that `correction` reads (the others are refused as having no effect)."""
+    return {"none": {}, "is": {}, "tis": dict(cap=CFG["cap"]), "mask": CFG}[correction]
 GEO0, GEO1 = 2.25 ** (1 / 3), 0.3 ** 0.5  # exp(mean log w): 1.3104, 0.5477
 
 
@@ -68,7 +73,7 @@ RATIO_MAX = {"token": 3.0, "sequence": 2.25, "geometric": GEO0}
 
 @pytest.mark.parametrize("correction, level", sorted(EXPECTED))
 def test_importance_weights_and_metrics_by_hand(correction, level):
-    cfg = OffPolicyConfig(correction=correction, level=level, **CFG)
+    cfg = OffPolicyConfig(correction=correction, level=level, **knobs(correction))
     weight, metrics = importance_weights(PROX_BxC, BEHAV_BxC, VALID_BxC, cfg)
     want, masked_frac, truncated_frac = EXPECTED[correction, level]
     assert weight.dtype == jnp.float32 and np.all(np.isfinite(weight))
@@ -122,7 +127,7 @@ def test_correction_none_gives_todays_loss_bit_for_bit(policy_loss, jit):
 def test_the_gradient_is_scaled_by_the_weight_and_none_flows_through_it():
     """ppo_clip at r = 1, token-mean over 5 tokens: d loss / d logp_t = -A·r / 5 · weight_t."""
     loss_of = lambda correction, lp, prox, behav: grpo_loss(  # noqa: E731
-        lp, prox, ADV_B, VALID_BxC, GRPOLossConfig(off_policy=OffPolicyConfig(correction=correction, **CFG)),
+        lp, prox, ADV_B, VALID_BxC, GRPOLossConfig(off_policy=OffPolicyConfig(correction=correction, **knobs(correction))),
         behaviour_logp_BxC=behav)[0]
     plain = jax.grad(loss_of, argnums=1)("none", LOGP_BxC, PROX_BxC, BEHAV_BxC)
     np.testing.assert_allclose(plain, -np.array([[1, 1, 1, 0], [-1, -1, 0, 0]]) / 5, rtol=1e-6)
@@ -142,7 +147,7 @@ def test_the_gradient_is_scaled_by_the_weight_and_none_flows_through_it():
 
 def test_the_loss_value_by_hand_with_tis():
     """r = 1: pg_t = -A·w_t, token-mean: (-(2 + 0.5 + 1.5) + (0.25 + 1.2)) / 5 = -2.55 / 5."""
-    cfg = GRPOLossConfig(off_policy=OffPolicyConfig(correction="tis", **CFG))
+    cfg = GRPOLossConfig(off_policy=OffPolicyConfig(correction="tis", **knobs("tis")))
     loss, metrics = grpo_loss(LOGP_BxC, PROX_BxC, ADV_B, VALID_BxC, cfg, behaviour_logp_BxC=BEHAV_BxC)
     np.testing.assert_allclose(loss, -2.55 / 5, rtol=1e-6)
     np.testing.assert_allclose(metrics["off_policy/truncated_frac"], 1 / 5)
@@ -177,8 +182,7 @@ def test_bad_settings_are_refused_with_the_fix():
 
 
 def test_settings_that_would_have_no_effect_are_refused():
-    for unused in (dict(cap=3.0), dict(level="sequence"), dict(mask_low=0.5, correction="tis"),
-                   dict(cap=3.0, correction="is")):
+    for unused in (dict(cap=3.0), dict(mask_low=0.5, correction="tis"), dict(cap=3.0, correction="is")):
         with pytest.raises(ValueError, match="no effect"):
             OffPolicyConfig(**unused)
     OffPolicyConfig(correction="mask", level="sequence", cap=3.0, mask_low=0.5)  # all of them used

@@ -104,13 +104,13 @@ class OffPolicyConfig:
             raise ValueError(f"off_policy.cap must be >= 1 (a weight of 1 is on-policy), got {self.cap}")
         if not 0.0 <= self.mask_low < 1.0:
             raise ValueError(f"off_policy.mask_low must be in [0, 1) (a weight of 1 must be kept), got {self.mask_low}")
+        # (level is always read: the off_policy/is_ratio_* metrics are measured at it)
         unused = {name: value for name, value, default, used in (
-            ("level", self.level, "token", self.correction != "none"),
             ("cap", self.cap, 2.0, self.correction in ("tis", "mask")),
             ("mask_low", self.mask_low, 0.0, self.correction == "mask")) if value != default and not used}
         if unused:
             raise ValueError(f"off_policy {unused} would have no effect with correction={self.correction!r}: set "
-                             "correction (tis uses level and cap, mask uses level, cap and mask_low, is uses level)")
+                             "correction (tis uses cap, mask uses cap and mask_low)")
 
 
 # (log w [B, C], 0 on invalid tokens; valid bool [B, C]) -> log w at the level, [B, C]
