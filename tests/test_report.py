@@ -20,7 +20,8 @@ from rft_jax.monitoring import MetricsWriter, names
 
 STEPS = 80
 # The synthetic run is not in reasoning mode, so the reasoning panels have nothing to draw.
-LOGGED_PANELS = [p for p in report.PANELS if not p.key.startswith("reasoning")]
+# The synthetic run is synchronous and not in reasoning mode: those panels have no data.
+LOGGED_PANELS = [p for p in report.PANELS if not p.key.startswith(("reasoning", "staleness", "off_policy"))]
 PROMPTS = [f"What is {a} * {b}? End with ANSWER: <n>." for a, b in [(12, 7), (31, 4), (9, 9), (25, 16), (3, 44)]]
 
 

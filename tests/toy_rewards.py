@@ -11,25 +11,6 @@ def coin(example, completion: str) -> float:
     return float(len(completion) % 2 == 0)
 
 
-def slow_brevity(example, completion: str) -> float:
-    """`brevity` after 0.2 s: a reward slower than the tiny model's update, so an asynchronous producer runs
-    ahead of the trainer."""
-    import time  # noqa: PLC0415
-
-    time.sleep(0.2)
-    return brevity(example, completion)
-
-
-def slow_brevity_batched(examples, completions) -> list[float]:
-    import time  # noqa: PLC0415
-
-    time.sleep(0.2)
-    return [brevity(e, c) for e, c in zip(examples, completions)]
-
-
-slow_brevity.batched = slow_brevity_batched
-
-
 def hangs_on_odd(example, completion: str) -> float:
     """Hangs (30 s) on completions of odd length, raises on lengths divisible by 3, else `brevity`."""
     import time  # noqa: PLC0415

@@ -30,7 +30,6 @@ import dataclasses
 import queue
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -253,9 +252,9 @@ def warn_uncorrected(cfg) -> None:
 
 
 def train_async(trainer: Trainer, state, examples, steps: int, hooks: list[Hook], start: int = 0,
-                rollout_mesh: Mesh | None = None, on_step: Callable[[Produced], None] | None = None):
+                rollout_mesh: Mesh | None = None):
     """RL steps `start` .. `steps` - 1 with asynchronous rollouts; returns the state and why it stopped early
-    (or None), as `rft_jax.train.loop.train` does. `on_step` sees each batch before its update (tests)."""
+    (or None), as `rft_jax.train.loop.train` does."""
     acfg = trainer.cfg.asynchronous
     warn_uncorrected(trainer.cfg)
     ids = prompt_ids(trainer.tokenizer, examples, trainer.rollout_settings.reasoning)
@@ -273,8 +272,6 @@ def train_async(trainer: Trainer, state, examples, steps: int, hooks: list[Hook]
             if item.step != step:
                 raise RuntimeError(f"the producer handed over step {item.step} for step {step}")
             r = item.rollouts(trainer.rollout_settings)
-            if on_step is not None:
-                on_step(item)
             t0 = time.perf_counter()
             state, metrics = trainer.update(state, r, item.active_B)
             t1 = time.perf_counter()
