@@ -20,6 +20,28 @@ import pytest  # noqa: E402
 jax.config.update("jax_default_matmul_precision", "highest")
 
 
+def _memory_maps() -> int:
+    try:
+        with open("/proc/self/maps") as f:
+            return sum(1 for _ in f)
+    except OSError:  # not Linux
+        return 0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _bounded_compiled_code():
+    """XLA:CPU maps every compiled program's code into memory, and the whole suite in one process compiles
+    thousands: past the kernel's vm.max_map_count (65530 by default) the next compile segfaults (it did, in
+    test_train_step.py, once the asynchronous tests joined). Between modules, once the count is high, the
+    compiled programs are dropped (about 10k maps -> under 1k)."""
+    yield
+    if _memory_maps() > 30_000:
+        import gc  # noqa: PLC0415
+
+        jax.clear_caches()
+        gc.collect()
+
+
 def _has_gpu() -> bool:
     try:
         return any(d.platform == "gpu" for d in jax.devices())
