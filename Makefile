@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip install -q --disable-pip-version-check
 
-.PHONY: setup setup-test demo lint test test-slow bench clean
+.PHONY: setup setup-test setup-gpu setup-tpu demo lint test test-slow bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,15 @@ $(VENV)/.test: requirements-test.txt $(VENV)/.runtime
 
 setup: $(VENV)/.runtime
 setup-test: $(VENV)/.test
+
+# Accelerators: the CPU set-up plus the accelerator build of the same pinned JAX (read from requirements.txt).
+# GPU: NVIDIA driver and CUDA from pip wheels; CUDA=13 for the CUDA 13 plugin. TPU: libtpu, on a TPU VM.
+JAX_VERSION := $(shell sed -n 's/^jax==//p' requirements.txt)
+CUDA ?= 12
+setup-gpu: $(VENV)/.runtime
+	$(PIP) "jax[cuda$(CUDA)]==$(JAX_VERSION)"
+setup-tpu: $(VENV)/.runtime
+	$(PIP) "jax[tpu]==$(JAX_VERSION)"
 
 demo: setup
 	$(BIN)/python experiments/arithmetic_lora.py

@@ -175,7 +175,7 @@ def test_api_dispatch_and_batch_dims():
 def test_api_fails_loudly():
     h, w, t, _, _ = _problem(4, 8, 16)
     with pytest.raises(ValueError, match="unknown"):
-        api.token_logprobs_and_entropy(h, w, t, implementation="pallas_tpu")
+        api.token_logprobs_and_entropy(h, w, t, implementation="pallas_npu")
     with pytest.raises(ValueError, match="interpret"):
         api.token_logprobs_and_entropy(h, w, t, implementation="xla_chunked", interpret=True)
     with pytest.raises(ValueError, match="targets"):

@@ -4,10 +4,14 @@
     logprob_N, entropy_N = token_logprobs_and_entropy(h_NxD, w_DxV, ids_N)
 
 `implementation` picks a function from `IMPLEMENTATIONS`; `None` means the best
-one for the default backend (pallas_gpu on GPU, xla_chunked elsewhere). An
+one for the default backend (pallas_gpu on GPU, xla_chunked elsewhere, TPU
+included: pallas_tpu has only run in the interpreter, never on a TPU, so it is
+used only when asked for). `resolve_name` maps a user-facing choice
+(reference | xla_chunked | pallas) to an implementation name. An
 implementation that was asked for by name and cannot run raises; nothing ever
 falls back to another implementation silently. `interpret=True` runs the Pallas
-kernels in the Pallas interpreter (CPU; slow, for tests and debugging).
+kernels in the Pallas interpreter (CPU; slow, for tests and debugging; for
+pallas_tpu, the TPU-semantics interpreter).
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
-from kernels.fused_logprob import pallas_gpu, reference, xla_chunked
+from kernels.fused_logprob import pallas_gpu, pallas_tpu, reference, xla_chunked
 from kernels.fused_logprob.block_sizes import BlockSizes
+from kernels.fused_logprob.on_mesh import split_over_mesh
 
 
 def _reference(hidden, unembed, targets, *, temperature, blocks):
@@ -33,20 +39,49 @@ IMPLEMENTATIONS: dict[str, tuple[Callable, tuple[str, ...] | None]] = {
     "reference": (_reference, None),
     "xla_chunked": (xla_chunked.token_logprobs_and_entropy, None),
     "pallas_gpu": (pallas_gpu.token_logprobs_and_entropy, ("gpu",)),
+    "pallas_tpu": (pallas_tpu.token_logprobs_and_entropy, ("tpu",)),
 }
+
+# User-facing choices (e.g. a model config's logprob_impl) besides the implementation names.
+CHOICES = ("reference", "xla_chunked", "pallas", "pallas_gpu", "pallas_tpu")
+
+
+def _best_for(backend: str) -> str:
+    # Not pallas_tpu on TPU: it has only run in the interpreter (see the module docstring).
+    return "pallas_gpu" if backend == "gpu" else "xla_chunked"
 
 
 def best_implementation() -> str:
     """The implementation used when none is named."""
-    return "pallas_gpu" if jax.default_backend() == "gpu" else "xla_chunked"
+    return _best_for(jax.default_backend())
+
+
+def resolve_name(choice: str | None, backend: str) -> str:
+    """The implementation name for a user-facing choice on `backend` ("cpu", "gpu", "tpu").
+
+    None is the best implementation for the backend; "pallas" is the backend's Pallas kernel
+    and raises where there is none. The explicit "pallas_gpu" / "pallas_tpu" pass through
+    unchanged: the backend check happens when the kernel is called (where `interpret=True`
+    may still run it on CPU).
+    """
+    if choice is None:
+        return _best_for(backend)
+    if choice not in CHOICES:
+        raise ValueError(f"unknown fused_logprob choice {choice!r}; choose one of {CHOICES}")
+    if choice != "pallas":
+        return choice
+    pallas = {"gpu": "pallas_gpu", "tpu": "pallas_tpu"}
+    if backend not in pallas:
+        raise RuntimeError(f"fused_logprob 'pallas' has no kernel for the {backend!r} backend "
+                           f"(only {sorted(pallas)}); choose 'xla_chunked' or 'reference'.")
+    return pallas[backend]
 
 
 def _resolve(implementation: str | None, interpret: bool) -> Callable:
     name = best_implementation() if implementation is None else implementation
     if name not in IMPLEMENTATIONS:
         raise ValueError(f"unknown fused_logprob implementation {name!r}; "
-                         f"available: {sorted(IMPLEMENTATIONS)} (no pallas_tpu "
-                         "yet: use xla_chunked on TPU)")
+                         f"available: {sorted(IMPLEMENTATIONS)}")
     fn, backends = IMPLEMENTATIONS[name]
     if interpret:
         if not name.startswith("pallas"):
@@ -78,7 +113,8 @@ def token_logprobs_and_entropy(hidden_NxD: jax.Array, unembed_DxV: jax.Array,
                                temperature: float = 1.0,
                                implementation: str | None = None,
                                blocks: BlockSizes | None = None,
-                               interpret: bool = False
+                               interpret: bool = False,
+                               mesh: Mesh | None = None
                                ) -> tuple[jax.Array, jax.Array]:
     """log softmax(h @ W / T)[target] and the entropy of softmax(h @ W / T).
 
@@ -91,6 +127,9 @@ def token_logprobs_and_entropy(hidden_NxD: jax.Array, unembed_DxV: jax.Array,
       implementation: a key of IMPLEMENTATIONS, or None for the best available.
       blocks: tile sizes; None for the implementation's default.
       interpret: run a Pallas implementation in the interpreter (CPU, slow).
+      mesh: the device mesh the inputs live on. A Pallas kernel then runs under
+        shard_map with the tokens split over every device (on_mesh.py), as XLA
+        cannot partition it; the other implementations are left to the compiler.
 
     Returns:
       (logprob, entropy), float32 with targets' shape. Both are differentiable
@@ -100,6 +139,9 @@ def token_logprobs_and_entropy(hidden_NxD: jax.Array, unembed_DxV: jax.Array,
     """
     _check_shapes(hidden_NxD, unembed_DxV, targets_N, temperature)
     fn = _resolve(implementation, interpret)
+    name = best_implementation() if implementation is None else implementation
+    if mesh is not None and mesh.size > 1 and name.startswith("pallas"):
+        fn = split_over_mesh(fn, mesh)
     lead = targets_N.shape
     hidden_NxD = hidden_NxD.reshape(-1, hidden_NxD.shape[-1])
     logprob_N, entropy_N = fn(hidden_NxD, unembed_DxV,

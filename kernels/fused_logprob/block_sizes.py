@@ -20,8 +20,9 @@ class BlockSizes:
         [tokens or N, vocab] float32, so this sets the peak memory.
       tokens: rows per block (Nb). `None` (xla_chunked only) means all N tokens
         in one block, i.e. the [N, vocab] tile.
-      depth: slice of the model width D per inner matmul step (Pallas only;
-        Triton keeps a [tokens, depth] and a [depth, vocab] tile in registers).
+      depth: slice of the model width D per inner matmul step (Pallas GPU only;
+        Triton keeps a [tokens, depth] and a [depth, vocab] tile in registers;
+        the TPU kernels take all of D in one MXU matmul).
       num_warps: Triton warps per program (Pallas GPU only).
       num_stages: Triton software-pipelining stages (Pallas GPU only).
     """
@@ -51,3 +52,12 @@ XLA_CHUNKED = BlockSizes(vocab=4096, tokens=None)
 # heuristics, not measured (no GPU was available when this was written).
 PALLAS_GPU = BlockSizes(vocab=128, tokens=64, depth=64, num_warps=4,
                         num_stages=2)
+
+# TPU default (Mosaic): MXU-friendly tiles, `tokens` a multiple of 16 (bf16
+# sublanes) and `vocab` of 128 (lanes); 512 divides SmolLM2's 49,152 columns,
+# so its unembedding is not padded. Untuned: never run on a TPU, only in the
+# interpreter. Per step VMEM holds double-buffered [tokens, D] and [D, vocab]
+# blocks plus a float32 [tokens, D] or [D, vocab] accumulator (backward), about
+# 12 MiB for bf16 at D = 1,536, inside the 16 MiB default scoped VMEM; a much
+# wider D needs smaller blocks.
+PALLAS_TPU = BlockSizes(vocab=512, tokens=256)

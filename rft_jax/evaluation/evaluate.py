@@ -16,6 +16,7 @@ import numpy as np
 
 from rft_jax.data.example import message_text
 from rft_jax.data.reasoning import ReasoningPlan, split_reasoning
+from rft_jax.parallel.distributed import gather_objects, process_part
 from rft_jax.rollout.engine import budget_forcing, malformed_penalty, prompt_ids, reasoned_episode
 from rft_jax.rollout.episode import Episode
 from rft_jax.rollout.metrics import agent_metrics, reasoning_metrics
@@ -33,6 +34,16 @@ class EvalResult:
 
     def to_json(self, name: str, **extra) -> dict:
         return {"name": name, **extra, "metrics": self.metrics, "by_field": self.by_field, "samples": self.samples}
+
+
+def score_in_parts(scorers: dict, examples: list, texts: list[str]) -> dict[str, list]:
+    """Every scorer's `RewardResult` for every text, on every process. Each process scores its part of the
+    texts and the parts are gathered (as training's rollouts do), so a judge or a sandbox runs once per text
+    over the cluster rather than once per process."""
+    part = process_part(len(texts))
+    mine = {name: s.score_batch(examples[part], texts[part]) if texts[part] else [] for name, s in scorers.items()}
+    parts = gather_objects([mine])
+    return {name: [r for p in parts for r in p[name]] for name in scorers}
 
 
 def _batches(items, size):
@@ -85,7 +96,7 @@ def evaluate(params: dict, cfg, tokenizer, examples, scorers: dict, *, key: jax.
         episodes.extend(e for row in chunk_episodes for e in row)
         flat_ex = [ex for ex in chunk for _ in range(num_samples)]
         flat_text = [e.text for row in chunk_episodes for e in row]
-        scores = {name: s.score_batch(flat_ex, flat_text) for name, s in scorers.items()}
+        scores = score_in_parts(scorers, flat_ex, flat_text)
         main = next(iter(scores))
         for j, ex in enumerate(chunk):
             row = {name: [scores[name][j * num_samples + g].score for g in range(num_samples)] for name in scorers}

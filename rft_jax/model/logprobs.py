@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
 from kernels.fused_logprob.api import token_logprobs_and_entropy
 from rft_jax.model.config import ModelConfig
@@ -22,7 +23,8 @@ def completion_logprobs(params: dict, cfg: ModelConfig, prompt_BxP: jax.Array, p
                         completion_BxGxC: jax.Array, *, lora: dict | None = None, lora_scale: float = 1.0,
                         temperature: float = 1.0, dtype=jnp.float32, remat: bool = True,
                         implementation: str | None = None, completion_mask_BxGxC: jax.Array | None = None,
-                        short_completion: int | None = None) -> tuple[jax.Array, jax.Array]:
+                        short_completion: int | None = None, mesh: Mesh | None = None
+                        ) -> tuple[jax.Array, jax.Array]:
     """(logp_BxGxC, entropy_BxGxC) of each completion token given the prompt and earlier tokens.
 
     `short_completion` (with the mask): the shorter half of the B*G completions
@@ -30,7 +32,7 @@ def completion_logprobs(params: dict, cfg: ModelConfig, prompt_BxP: jax.Array, p
     The completions are then run as two row batches, each row against its own
     prompt's keys/values: the shorter half that wide, the rest at the full
     width; positions past a row's batch width get log-prob and entropy 0 (they
-    are padding).
+    are padding). `mesh`: where the inputs live; a Pallas kernel is split over it.
     """
     hidden_prompt, prefix_kv = sequence_forward(params, cfg, prompt_BxP, prompt_mask_BxP, lora=lora,
                                                 lora_scale=lora_scale, dtype=dtype, remat=remat)
@@ -57,7 +59,7 @@ def completion_logprobs(params: dict, cfg: ModelConfig, prompt_BxP: jax.Array, p
     normed = rms_norm(jnp.concatenate(hidden), params["final_norm"], cfg.rms_norm_eps)
     logp_N, entropy_N = token_logprobs_and_entropy(
         normed.astype(dtype), unembed_matrix(params).astype(storage_dtype(dtype)), jnp.concatenate(targets),
-        temperature=temperature, implementation=implementation)
+        temperature=temperature, implementation=implementation, mesh=mesh)
     if short_completion is None:
         return logp_N.reshape(b, g, c), entropy_N.reshape(b, g, c)
     outs = []

@@ -13,6 +13,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
+from kernels.fused_logprob.api import resolve_name
 from rft_jax.model.config import ModelConfig
 
 
@@ -42,6 +43,11 @@ class ModelSpec:
     native bf16 (AVX-512 BF16/AMX), else float32 (emulated bf16 is slower than f32)."""
     remat: bool = False
     """Recompute each layer's activations in the backward pass: less memory, ~1/3 more compute."""
+    logprob_impl: Literal["auto", "reference", "xla_chunked", "pallas"] = "auto"
+    """Kernel for the per-token log-probs and entropy of the loss (kernels/fused_logprob). auto: the best for
+    the backend; reference: full [tokens, vocab] logits (the oracle); xla_chunked: vocabulary blocks, any
+    backend; pallas: the backend's Pallas kernel (Triton on GPU, Mosaic on TPU). A kernel that cannot run on
+    this backend is an error, never a silent fallback."""
 
 
 def resolve_model_path(model: str) -> Path:
@@ -90,6 +96,12 @@ def resolve_compute_dtype(name: str) -> str:
     if jax.default_backend() != "cpu":
         return "bfloat16"
     return "bfloat16" if cpu_has_fast_bf16() else "float32"
+
+
+def resolve_logprob_impl(choice: str) -> str:
+    """The fused_logprob implementation `ModelSpec.logprob_impl` names on this process's backend; raises
+    when the named kernel cannot run here, before anything is compiled."""
+    return resolve_name(None if choice == "auto" else choice, jax.default_backend())
 
 
 def load_config(model: str) -> ModelConfig:

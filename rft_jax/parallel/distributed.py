@@ -3,13 +3,15 @@
 Every process runs the same program on the same config. Each one holds the
 full host-side data (the dataset, the step's prompt list), samples and scores
 only its share of the step's prompts, and the shares are gathered so that every
-process sees the same rewards. Only process 0 writes logs.
+process sees the same rewards. Only process 0 writes into the run directory;
+orbax's checkpoint saves, which every process must join, are the one exception.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 
 import jax
 import numpy as np
@@ -92,17 +94,35 @@ def to_host(tree):
     return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
 
 
-def gather_names(names: list[str]) -> list[str]:
-    """The sorted union of every process's names (e.g. reward components)."""
+def process_part(n: int) -> slice:
+    """This process's contiguous part of n items when n need not divide evenly (evaluation sets, the signal
+    check's prompts): ceil(n / P) each in process order, so the last parts may be short or empty."""
+    per = -(-n // jax.process_count())
+    index = jax.process_index()
+    return slice(min(index * per, n), min((index + 1) * per, n))
+
+
+def gather_objects(local: list) -> list:
+    """Every process's list concatenated in process order (picklable items of any size, e.g. reward results
+    with their error messages), on every process."""
     if jax.process_count() == 1:
-        return sorted(set(names))
+        return list(local)
     from jax.experimental import multihost_utils  # noqa: PLC0415
 
-    raw = np.zeros(4096, np.uint8)
-    text = "\n".join(sorted(set(names))).encode()[:4096]
-    raw[:len(text)] = np.frombuffer(text, np.uint8)
-    rows = np.asarray(multihost_utils.process_allgather(raw))
-    return sorted({n for row in rows for n in bytes(row).rstrip(b"\0").decode().split("\n") if n})
+    raw = np.frombuffer(pickle.dumps(list(local)), np.uint8)
+    sizes = np.asarray(multihost_utils.process_allgather(np.int32(raw.size))).reshape(-1)
+    padded = np.zeros(int(sizes.max()), np.uint8)  # the all-gather needs one shape on every process
+    padded[:raw.size] = raw
+    rows = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(sizes), -1)
+    return [item for row, size in zip(rows, sizes) for item in pickle.loads(row[:size].tobytes())]
+
+
+def barrier(name: str) -> None:
+    """Waits until every process gets here (e.g. until process 0 has prepared the run directory)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils  # noqa: PLC0415
+
+        multihost_utils.sync_global_devices(name)
 
 
 def agree(flag: bool) -> bool:

@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 from rft_jax.data.example import Example, flatten_messages
 from rft_jax.data.reasoning import ReasoningPlan, render_prompt, split_reasoning, think_token_count
 from rft_jax.model.config import ModelConfig
-from rft_jax.parallel.distributed import gather_names, gather_rows, process_share
+from rft_jax.parallel.distributed import gather_objects, process_part
 from rft_jax.rollout.episode import Episode, Source
 from rft_jax.rollout.multiturn import AgentConfig, generate_agent_episodes, shape_turn_rewards
 from rft_jax.sampling import BudgetForcing, SamplingParams, decode_rollout, generate_ids
@@ -140,33 +140,27 @@ def generate_episodes(params: dict, cfg: ModelConfig, tokenizer, examples: list[
 def score_episodes(scorer, groups: list[list[Episode]]) -> None:
     """Fills each episode's reward, components and error; each process scores its share of the groups."""
     mine = my_episodes(groups)
-    apply_scores(groups, scorer.score_batch([e.example for e in mine], [e.text for e in mine]))
+    apply_scores(groups, scorer.score_batch([e.example for e in mine], [e.text for e in mine]) if mine else [])
 
 
 def my_episodes(groups: list[list[Episode]]) -> list[Episode]:
-    """The episodes this process scores: its share of the groups (all of them in one process)."""
-    return [e for group in groups[process_share(len(groups))] for e in group]
+    """The episodes this process scores: its part of the groups (all of them in one process). Parts may be
+    uneven (the signal check samples however many validation prompts there are)."""
+    return [e for group in groups[process_part(len(groups))] for e in group]
 
 
 def apply_scores(groups: list[list[Episode]], results: list) -> None:
     """Fills rewards, components and errors from the `RewardResult`s of `my_episodes(groups)`, gathered
     from every process (the asynchronous loop's reward pool hands its results in here too)."""
-    mine = my_episodes(groups)
-    g = len(groups[0])
-    names = gather_names([k for r in results for k in r.components])
-    full = gather_rows({
-        "rewards": np.array([r.score for r in results], np.float32).reshape(-1, g),
-        "errors": np.array([bool(r.error) for r in results], np.uint8).reshape(-1, g),
-        "components": {k: np.array([r.components.get(k, np.nan) for r in results], np.float32).reshape(-1, g)
-                       for k in names}})
-    # Error messages stay on the process that scored them; elsewhere an error is known by its flag.
-    messages = {id(e): r.error for e, r in zip(mine, results)}
-    for i, group in enumerate(groups):
-        for j, e in enumerate(group):
-            e.reward = float(full["rewards"][i, j])
-            e.components = {k: float(v[i, j]) for k, v in full["components"].items() if np.isfinite(v[i, j])}
-            e.error = messages.get(id(e)) or ("reward failed (scored on another process)"
-                                              if full["errors"][i, j] else None)
+    every = gather_objects(results)  # in process order, which is group order
+    episodes = [e for group in groups for e in group]
+    if len(every) != len(episodes):
+        raise ValueError(f"{len(every)} reward results for {len(episodes)} episodes")
+    for e, r in zip(episodes, every):
+        # Rewards are float32 from here on, as the train step reads them; a NaN component means "not reported".
+        e.reward = float(np.float32(r.score))
+        e.components = {k: float(np.float32(v)) for k, v in r.components.items() if np.isfinite(v)}
+        e.error = r.error
 
 
 def malformed_penalty(episode: Episode, plan: ReasoningPlan | None) -> float:

@@ -44,7 +44,7 @@ def run_sft(cfg: SFTConfig) -> list[float]:
     from rft_jax.data import load_dataset  # noqa: PLC0415
     from rft_jax.model import load_model  # noqa: PLC0415
     from rft_jax.model.lora import init_lora  # noqa: PLC0415
-    from rft_jax.model.registry import resolve_compute_dtype  # noqa: PLC0415
+    from rft_jax.model.registry import resolve_compute_dtype, resolve_logprob_impl  # noqa: PLC0415
     from rft_jax.model.tokenizer import load_tokenizer  # noqa: PLC0415
 
     tokenizer = load_tokenizer(cfg.model.name)
@@ -59,7 +59,8 @@ def run_sft(cfg: SFTConfig) -> list[float]:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({"kind": "sft", **dataclasses.asdict(cfg)}, indent=1))
-    settings = SFTSettings(model_cfg, scale, resolve_compute_dtype(cfg.model.compute_dtype), remat=cfg.model.remat)
+    settings = SFTSettings(model_cfg, scale, resolve_compute_dtype(cfg.model.compute_dtype), remat=cfg.model.remat,
+                           logprob_impl=resolve_logprob_impl(cfg.model.logprob_impl))
     state, losses = train_sft(trainable, frozen, tokenizer, pairs, settings, steps=cfg.steps,
                               batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, seed=cfg.seed,
                               max_target_tokens=cfg.max_target_tokens)

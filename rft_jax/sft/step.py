@@ -11,6 +11,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
 
 from rft_jax.grpo import TrainState
 from rft_jax.model.config import ModelConfig
@@ -23,13 +24,16 @@ class SFTSettings:
     lora_scale: float | None  # None: full fine-tuning
     dtype: str = "float32"
     remat: bool = False
+    logprob_impl: str | None = None  # a kernels.fused_logprob implementation; None: the backend's best
+    mesh: Mesh | None = None  # where the parameters live: a Pallas log-prob kernel runs split over it
 
 
 def sft_loss(trainable, frozen, prompt_BxP, prompt_mask_BxP, target_BxC, target_mask_BxC, s: SFTSettings):
     """Token-mean NLL over the target tokens (the assistant turn, its end-of-turn token included)."""
     params, lora = (frozen, trainable) if s.lora_scale is not None else (trainable, None)
     logp, _ = completion_logprobs(params, s.model, prompt_BxP, prompt_mask_BxP, target_BxC[:, None], lora=lora,
-                                  lora_scale=s.lora_scale or 1.0, dtype=jnp.dtype(s.dtype), remat=s.remat)
+                                  lora_scale=s.lora_scale or 1.0, dtype=jnp.dtype(s.dtype), remat=s.remat,
+                                  implementation=s.logprob_impl, mesh=s.mesh)
     mask = target_mask_BxC.astype(jnp.float32)
     return -jnp.sum(logp[:, 0] * mask) / jnp.maximum(mask.sum(), 1.0)
 

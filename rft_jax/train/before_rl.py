@@ -90,7 +90,8 @@ def warm_start(trainer: Trainer, state: TrainState, train, run_dir: Path) -> tup
                                   max_new_tokens=cfg.sampling.max_new_tokens, dtype=trainer.policy.dtype,
                                   reasoning=trainer.rollout_settings.reasoning, **trainer.policy.sampler_args(state))
     settings = SFTSettings(trainer.model_cfg, cfg.lora.scale if cfg.mode == "lora" else None,
-                           str(trainer.policy.dtype), remat=cfg.model.remat)
+                           str(trainer.policy.dtype), remat=cfg.model.remat,
+                           logprob_impl=trainer.step_settings.logprob_impl, mesh=trainer.mesh)
     sft_state, losses = train_sft(state.trainable, trainer.frozen, trainer.tokenizer, demos, settings, steps=ws.steps,
                                   batch_size=ws.batch_size, learning_rate=ws.learning_rate, seed=cfg.seed,
                                   max_target_tokens=cfg.sampling.max_new_tokens)

@@ -10,7 +10,7 @@ import jax
 
 from rft_jax.evaluation.evaluate import EvalResult, evaluate
 from rft_jax.grpo import TrainState
-from rft_jax.parallel import is_primary
+from rft_jax.parallel import agree, is_primary
 from rft_jax.train import setup
 from rft_jax.train.config import TrainConfig
 from rft_jax.train.hooks import Hook, StepContext
@@ -55,7 +55,8 @@ def validation_hook(trainer: Trainer, val, scorers: dict, run_dir: Path, meta: d
         val_metrics = run_eval("val", trainer, ctx.state, val, scorers, run_dir, ctx.step).metrics
         reward = val_metrics["reward/mean"]
         ctx.metrics["val/reward/mean"], ctx.metrics["val/pass@1"] = reward, val_metrics["pass@1"]
-        improved = meta["best_val"] is None or reward > meta["best_val"] + ev.min_delta
+        # Saving the best checkpoint is a collective: process 0's decision holds for every process.
+        improved = agree(meta["best_val"] is None or reward > meta["best_val"] + ev.min_delta)
         meta["bad_evals"] = 0 if improved else meta["bad_evals"] + 1
         if improved:
             meta["best_val"] = reward

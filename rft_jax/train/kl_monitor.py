@@ -28,7 +28,7 @@ from rft_jax.train.hooks import Hook, StepContext
 def reference_kl(policy: dict, lora: dict | None, reference: dict, batch: RolloutBatch, s) -> jax.Array:
     """Mean k3 KL(π_θ || π_ref) per policy token of `batch`."""
     kw = dict(temperature=s.temperature, dtype=jnp.dtype(s.dtype), remat=False, implementation=s.logprob_impl,
-              completion_mask_BxGxC=batch.completion_mask_BxGxC)
+              mesh=s.mesh, completion_mask_BxGxC=batch.completion_mask_BxGxC)
     args = (s.model, batch.prompt_BxP, batch.prompt_mask_BxP, batch.completion_BxGxC)
     logp, _ = completion_logprobs(policy, *args, lora=lora, lora_scale=s.lora_scale or 1.0, **kw)
     ref_logp, _ = completion_logprobs(reference, *args, lora=None, **kw)

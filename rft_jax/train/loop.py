@@ -37,9 +37,10 @@ def run(cfg: TrainConfig) -> dict:
     """Trains; returns the before/after evaluation metrics."""
     t_start = time.perf_counter()
     initialize_distributed(**dataclasses.asdict(cfg.distributed))  # before anything touches a device
-    if cfg.asynchronous.enabled and jax.process_count() > 1:
-        raise setup.ConfigError("asynchronous RL runs in one process for now (its producer thread and reward pool "
-                                "live on the host that samples): start the run without jax.distributed")
+    if jax.process_count() > 1:
+        refuse_single_process_features(cfg)
+        print(f"[rft-jax] process {jax.process_index()} of {jax.process_count()}: {jax.local_device_count()} of "
+              f"{jax.device_count()} devices; process 0 writes {cfg.out_dir}")
     rollout_mesh, mesh = meshes(cfg)
     cfg = setup.resolve_init_from(cfg)
     run_dir = Path(cfg.out_dir)
@@ -92,6 +93,16 @@ def run_prepared(cfg: TrainConfig, inputs: setup.Prepared, pool, rollout_mesh: M
     finally:
         writer.close()
         ckpt.close()
+
+
+def refuse_single_process_features(cfg: TrainConfig) -> None:
+    """Features that run in one process for now, refused before any compute rather than at their first use."""
+    if cfg.asynchronous.enabled:
+        raise setup.ConfigError("asynchronous RL runs in one process for now (its producer thread and reward pool "
+                                "live on the host that samples): start the run without jax.distributed")
+    if cfg.agent.enabled:
+        raise setup.ConfigError("multi-turn rollouts run in one process for now (their environments run on the "
+                                "host that samples): start the run without jax.distributed")
 
 
 def meshes(cfg: TrainConfig) -> tuple[Mesh | None, Mesh]:

@@ -22,7 +22,7 @@ from rft_jax.grpo import TrainState, make_optimizer
 from rft_jax.model import load_model
 from rft_jax.model.lora import init_lora
 from rft_jax.model.tokenizer import load_tokenizer
-from rft_jax.parallel import is_primary
+from rft_jax.parallel.distributed import barrier, is_primary
 from rft_jax.rewards import build_reward
 from rft_jax.train.config import TrainConfig
 from rft_jax.train.memory import memory_problem
@@ -41,19 +41,22 @@ class Splits:
     """Per split: its file, the examples kept and those left out; saved as RUN_DIR/data_summary.json."""
 
 
-def generate_task_files(cfg: TrainConfig, run_dir: Path) -> tuple[str, str, str]:
+SPLITS = ("train", "val", "test")
+
+
+def task_files(run_dir: Path) -> tuple[str, str, str]:
+    """Where a generated task's train/val/test files are (RUN_DIR/data/<split>.jsonl)."""
+    return tuple(str(run_dir / "data" / f"{split}.jsonl") for split in SPLITS)
+
+
+def write_task_files(cfg: TrainConfig, run_dir: Path) -> None:
     from rft_jax.data.tasks.arithmetic import generate_arithmetic  # noqa: PLC0415
 
     task = cfg.data.task
-    folder = run_dir / "data"
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for split, n, seed in (("train", task.num_train, task.seed_train), ("val", task.num_val, task.seed_val),
-                           ("test", task.num_test, task.seed_test)):
-        path = folder / f"{split}.jsonl"
-        write_jsonl(str(path), generate_arithmetic(n, seed=seed, levels=task.levels, prompt=task.prompt))
-        paths.append(str(path))
-    return tuple(paths)
+    (run_dir / "data").mkdir(parents=True, exist_ok=True)
+    for path, n, seed in zip(task_files(run_dir), (task.num_train, task.num_val, task.num_test),
+                             (task.seed_train, task.seed_val, task.seed_test)):
+        write_jsonl(path, generate_arithmetic(n, seed=seed, levels=task.levels, prompt=task.prompt))
 
 
 def load_split(path: str | None, cfg: TrainConfig, tokenizer, needs_reference: bool) -> tuple[list[Example], dict]:
@@ -79,8 +82,8 @@ def load_split(path: str | None, cfg: TrainConfig, tokenizer, needs_reference: b
 
 def load_splits(cfg: TrainConfig, run_dir: Path, tokenizer, needs_reference: bool) -> Splits:
     """Validated train/val/test examples; each split's summary says what was left out."""
-    if cfg.data.task.name != "none":
-        files = generate_task_files(cfg, run_dir)
+    if cfg.data.task.name != "none":  # written by process 0 (`claim_run_dir`)
+        files = task_files(run_dir)
     else:
         files = cfg.data.train_file, cfg.data.val_file, cfg.data.test_file
         if not files[0]:
@@ -224,12 +227,23 @@ def base_origin(cfg: TrainConfig, run_dir: Path) -> str:
     return ", then ".join(parts)
 
 
+def claim_run_dir(cfg: TrainConfig, run_dir: Path) -> None:
+    """Process 0's run-dir bookkeeping: an earlier run set aside, config.json, a generated task's data."""
+    if not cfg.resume and (moved := set_aside_previous_run(run_dir)):
+        print(f"[rft-jax] {run_dir} held an earlier run: moved to {moved} (pass --resume to continue a run)")
+    write_run_config(cfg, run_dir)
+    if cfg.data.task.name != "none":
+        write_task_files(cfg, run_dir)
+
+
 def prepare(cfg: TrainConfig, run_dir: Path) -> Prepared:
     """Run-dir bookkeeping, then every input check that can fail, before any compute."""
-    if not cfg.resume and is_primary() and (moved := set_aside_previous_run(run_dir)):
-        print(f"[rft-jax] {run_dir} held an earlier run: moved to {moved} (pass --resume to continue a run)")
     if is_primary():
-        write_run_config(cfg, run_dir)
+        claim_run_dir(cfg, run_dir)
+    # No process reads or writes the run dir (on a file system every process sees, as orbax needs) before
+    # process 0 has moved an earlier run out of it and written the task's data: the other processes only read
+    # those files, and write nothing but their checkpoint shards.
+    barrier("rft-jax: run directory ready")
     scorer = build_scorer(cfg.reward)
     model_cfg, params, tokenizer = load_policy(cfg)
     if cfg.init_from:

@@ -11,6 +11,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
 
 from rft_jax.grpo import GRPOLossConfig, TrainState, accumulate_gradients, grpo_loss, loss_weights, split_microbatches
 from rft_jax.grpo.mismatch import mismatch_metrics
@@ -31,7 +32,8 @@ class StepSettings:
     microbatches: int = 1
     remat: bool = False  # recompute each layer in the backward pass (memory for time)
     use_old_logp: bool = False  # mu > 1: ratio against the rollout's log-probs
-    logprob_impl: str | None = None
+    logprob_impl: str | None = None  # a kernels.fused_logprob implementation (ModelSpec.logprob_impl, resolved)
+    mesh: Mesh | None = None  # the training mesh: a Pallas log-prob kernel runs split over it
     max_new_tokens: int | None = None  # generation budget: Dr.GRPO's L_norm when loss.norm_length is None
 
 
@@ -72,7 +74,7 @@ def batch_loss(trainable: dict, frozen: dict | None, reference: dict | None, bat
     params, lora = _split(trainable, frozen, lora_mode)
     dtype = jnp.dtype(s.dtype)
     kw = dict(lora_scale=s.lora_scale or 1.0, temperature=s.temperature, dtype=dtype, remat=s.remat,
-              implementation=s.logprob_impl, short_completion=short_completion)
+              implementation=s.logprob_impl, short_completion=short_completion, mesh=s.mesh)
     logp, entropy = completion_logprobs(params, s.model, batch.prompt_BxP, batch.prompt_mask_BxP,
                                         batch.completion_BxGxC, lora=lora,
                                         completion_mask_BxGxC=batch.completion_mask_BxGxC, **kw)

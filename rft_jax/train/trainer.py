@@ -24,7 +24,7 @@ from rft_jax.grpo.optimizer import is_max_metric
 from rft_jax.model.config import ModelConfig
 from rft_jax.model.logprobs import completion_logprobs
 from rft_jax.model.precision import storage_dtype
-from rft_jax.model.registry import resolve_compute_dtype
+from rft_jax.model.registry import resolve_compute_dtype, resolve_logprob_impl
 from rft_jax.parallel import place
 from rft_jax.rollout.batch import RolloutBatch, advantages, pack_groups, shaped_rewards, short_completion_len
 from rft_jax.rollout.dynamic import fill_with_signal
@@ -168,7 +168,8 @@ def build_trainer(cfg: TrainConfig, model_cfg: ModelConfig, params: dict, tokeni
     settings = StepSettings(model_cfg, cfg.loss, cfg.lora.scale if cfg.mode == "lora" else None,
                             cfg.sampling.temperature, compute_dtype, cfg.optimizer.grad_accum_steps,
                             remat=cfg.model.remat, use_old_logp=cfg.ppo_epochs * cfg.ppo_minibatches > 1,
-                            max_new_tokens=cfg.sampling.max_new_tokens)
+                            max_new_tokens=cfg.sampling.max_new_tokens,
+                            logprob_impl=resolve_logprob_impl(cfg.model.logprob_impl), mesh=mesh)
     rollout_settings = RolloutSettings(cfg.sampling.params, cfg.sampling.samples_per_prompt,
                                        cfg.sampling.max_new_tokens, tuple(cfg.sampling.stop), compute_dtype,
                                        plan_reasoning(cfg.reasoning, tokenizer),
@@ -206,7 +207,7 @@ def jit_old_logprobs(s: StepSettings, sh: StepShardings) -> Callable:
                                           lora=lora, lora_scale=s.lora_scale or 1.0, temperature=s.temperature,
                                           dtype=jnp.dtype(s.dtype), remat=s.remat, implementation=s.logprob_impl,
                                           completion_mask_BxGxC=mb.completion_mask_BxGxC,
-                                          short_completion=short_completion)
+                                          short_completion=short_completion, mesh=s.mesh)
             return jnp.where(mb.loss_mask_BxGxC, logp, 0.0).astype(jnp.float32)
 
         if s.microbatches == 1:
