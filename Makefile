@@ -33,7 +33,8 @@ setup: $(VENV)/.runtime
 setup-test: $(VENV)/.test
 
 # Accelerators: the CPU set-up plus the accelerator build of the same pinned JAX (read from requirements.txt).
-# GPU: NVIDIA driver and CUDA from pip wheels; CUDA=13 for the CUDA 13 plugin. TPU: libtpu, on a TPU VM.
+# GPU: CUDA's libraries come as pip wheels (the NVIDIA driver must be installed); CUDA=13 for the CUDA 13
+# plugin. TPU: libtpu, on a TPU VM.
 JAX_VERSION := $(shell sed -n 's/^jax==//p' requirements.txt)
 CUDA ?= 12
 setup-gpu: $(VENV)/.runtime
@@ -50,8 +51,11 @@ lint: setup-test
 	$(BIN)/lint-imports
 
 # Huge pages for XLA's CPU buffers (rft_jax/hugepages.py): the `rft-jax` commands set this themselves.
+# Two workers, a test file each at a time (module fixtures are built once): most tests are bound by XLA's
+# single-threaded compiles, so two run side by side in about 60% of the time of one after the other.
 test: setup-test lint
-	GLIBC_TUNABLES=glibc.malloc.hugetlb=1 $(BIN)/python -m pytest -m "not slow" --timeout=900 -q --durations=15
+	GLIBC_TUNABLES=glibc.malloc.hugetlb=1 $(BIN)/python -m pytest -m "not slow" --timeout=900 -q --durations=15 \
+	  -n 2 --dist loadfile
 
 test-slow: setup-test
 	GLIBC_TUNABLES=glibc.malloc.hugetlb=1 $(BIN)/python -m pytest -m "slow" --timeout=3600 -q

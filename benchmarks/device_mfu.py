@@ -79,7 +79,8 @@ def train_step_flops(m: ModelConfig, s: Shape, lora: LoraConfig | None) -> dict[
     keys = s.B * s.P * (s.P + 1) // 2 + s.B * s.G * ((s.C - 1) * s.P + (s.C - 1) * s.C // 2)
     attn = 4 * m.num_heads * m.head_dim * m.num_layers * keys
     passes = 3 if lora is None else 2  # forward + activation gradients (+ weight gradients when training them)
-    out = {"projections": 2 * passes * n_proj * tokens, "unembedding": 2 * passes * m.hidden_size * m.vocab_size * scored,
+    out = {"projections": 2 * passes * n_proj * tokens,
+           "unembedding": 2 * passes * m.hidden_size * m.vocab_size * scored,
            "attention": 3 * attn, "lora": 0}
     if lora is not None:
         width = sum(sum(shapes[t]) for t in lora.targets)

@@ -90,11 +90,12 @@ part_command() {  # sets CMD to the command of part $1, whose json goes to $2 an
     install) CMD=("$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade
                   --target "$SITE" "$WHEELS"/*.whl) ;;
     env) CMD=("$PYTHON" -m benchmarks.device_env "${SIZE_ARG[@]}" --json "$2") ;;
+    # At full sizes RFT_JAX_REQUIRE_GPU=1 (below) makes a gpu test fail, not skip, when no GPU is seen.
     gpu_tests) CMD=("$PYTHON" -m pytest -q -m gpu -p no:cacheprovider --timeout="$3" "${GPU_TESTS[@]}") ;;
     kernels) CMD=("$PYTHON" -m benchmarks.kernels --sizes "$KSIZE" --memory-sizes none --dtype bfloat16
                   --repeats "$KREPEATS" --json "$2") ;;
     mfu_lora|mfu_full) CMD=("$PYTHON" -m benchmarks.device_mfu --mode "${1#mfu_}" "${SIZE_ARG[@]}"
-                  --fallback-impl xla_chunked --json "$2") ;;
+                  --logprob-impl pallas --fallback-impl xla_chunked --json "$2") ;;
     decode) CMD=("$PYTHON" -m benchmarks.device_decode "${SIZE_ARG[@]}" --json "$2") ;;
   esac
 }
@@ -110,6 +111,10 @@ done
 PARTS=$(IFS=,; echo "${NAMES[*]}")
 SITE=/tmp/rft_jax_site
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.92  # the full step's activations are ~52 GiB
+# A part's compiled programs are kept, so a rerun with --only does not pay the compile again.
+export JAX_COMPILATION_CACHE_DIR=/tmp/rft_jax_jax_cache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
+# Full sizes need the GPU: a CUDA plugin that fails to start must fail every part, not fall back to the CPU.
+((SMOKE)) || export JAX_PLATFORMS=cuda RFT_JAX_REQUIRE_GPU=1
 ROOTS=$REPO
 [[ $WHEELS != - ]] && ROOTS+=":$SITE"  # the wheels' packages, installed by the first part
 export PYTHONPATH=$ROOTS${PYTHONPATH:+:$PYTHONPATH}
@@ -117,7 +122,7 @@ MODE=$( ((SMOKE)) && echo "smoke sizes" || echo "full sizes")
 
 if ((DRY)); then
   echo "device_suite dry run ($MODE): python $PYTHON, deadline ${DEADLINE} s, out $OUT"
-  echo "PYTHONPATH=$PYTHONPATH XLA_PYTHON_CLIENT_MEM_FRACTION=$XLA_PYTHON_CLIENT_MEM_FRACTION"
+  echo "PYTHONPATH=$PYTHONPATH XLA_PYTHON_CLIENT_MEM_FRACTION=$XLA_PYTHON_CLIENT_MEM_FRACTION JAX_PLATFORMS=${JAX_PLATFORMS:-}"
   for i in "${!NAMES[@]}"; do
     part_command "${NAMES[$i]}" "WORK/${NAMES[$i]}.json" "${BUDGETS[$i]}"
     echo "[${NAMES[$i]}] budget ${BUDGETS[$i]} s: ${CMD[*]}"

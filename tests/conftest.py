@@ -52,10 +52,20 @@ def _has_gpu() -> bool:
 def pytest_collection_modifyitems(config, items):
     if _has_gpu():
         return
-    skip_gpu = pytest.mark.skip(reason="needs a GPU")
+    required = os.environ.get("RFT_JAX_REQUIRE_GPU") == "1"
     for item in items:
         if "gpu" in item.keywords:
-            item.add_marker(skip_gpu)
+            if required:
+                item.fixturenames.append("_no_gpu_seen")
+            else:
+                item.add_marker(pytest.mark.skip(reason="needs a GPU"))
+
+
+@pytest.fixture
+def _no_gpu_seen():
+    """benchmarks/device_suite.sh sets RFT_JAX_REQUIRE_GPU=1 on a GPU machine: there a GPU test that finds no
+    GPU (a CUDA plugin that did not start) fails rather than skips."""
+    pytest.fail("RFT_JAX_REQUIRE_GPU=1, but JAX sees no GPU: " + ", ".join(str(d) for d in jax.devices()))
 
 
 @pytest.fixture(scope="session")

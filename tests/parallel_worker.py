@@ -38,7 +38,7 @@ def two_steps(out_dir: str) -> dict:
     from rft_jax.grpo import GRPOLossConfig, OptimizerConfig, group_advantages, make_optimizer
     from rft_jax.model import ModelConfig, init_params
     from rft_jax.model.lora import LoraConfig, init_lora
-    from rft_jax.parallel import MeshConfig, gather_rows, make_mesh, place, process_share, to_host
+    from rft_jax.parallel import MeshConfig, gather_objects, make_mesh, place, process_part, to_host
     from rft_jax.sampling import SamplingParams
     from rft_jax.sampling.generate import generate_ids
     from rft_jax.train.sharded_step import jit_sharded_train_step, step_shardings
@@ -53,14 +53,14 @@ def two_steps(out_dir: str) -> dict:
     sh = step_shardings(mesh, opt, state, params, None, B, lora_mode=True)
     state, params = place((state, params), (sh.state, sh.frozen))
     step = jit_sharded_train_step(opt, StepSettings(cfg, GRPOLossConfig(), 1.0, 1.0, "float32", remat=False), sh)
-    ids, share = prompts(), process_share(B)
+    ids, share = prompts(), process_part(B)
     record = {"losses": [], "tokens": []}
     for i in range(2):
         r, ptoks, pmask = generate_ids(params, cfg, ids, jax.random.key(10 + i), sampling=SamplingParams(1.0),
                                        num_samples=G, max_new_tokens=C, eos_ids=(1,), pad_id=0, lora=state.trainable,
                                        mesh=mesh)
         mine = np.stack([reward(t, m) for t, m in zip(r.tokens_BxGxC[share], r.mask_BxGxC[share])])
-        rewards = gather_rows(mine)  # every process's share, in process order
+        rewards = np.stack(gather_objects(list(mine)))  # every process's share, in process order
         batch = RolloutBatch(ptoks, pmask, r.tokens_BxGxC, r.mask_BxGxC, r.logprobs_BxGxC,
                              np.asarray(group_advantages(jnp.asarray(rewards))), ~r.stopped_BxG)
         state, metrics = step(state, params, None, place(batch.with_loss_mask(), sh.batch))

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from rft_jax.rewards.process_pool import RewardWorkersConfig
 from rft_jax.rewards.spec import RewardSpec
 from rft_jax.train import loop
 from rft_jax.train.async_loop import PolicyBoard, Stopped, staleness_metrics
@@ -117,8 +118,8 @@ def test_staleness_stays_within_its_bound_while_rewards_hang_or_raise(tiny_model
     # as the bound lets it.
     k = 2
     cfg = tiny_config(tiny_model, str(tmp_path), max_steps=5, reward=RewardSpec("tests.toy_rewards:hangs_on_odd"),
-                      asynchronous=_async(k, reward_timeout_s=0.5, reward_chunk_size=1, reward_workers=4),
-                      export=False)
+                      asynchronous=_async(k), export=False,
+                      reward_workers=RewardWorkersConfig(processes=0, threads=4, timeout_s=0.5, chunk_size=1))
     t0 = time.perf_counter()
     run(cfg)
     assert time.perf_counter() - t0 < 150  # no hung call held the run for its 30 s

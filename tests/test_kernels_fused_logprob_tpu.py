@@ -90,8 +90,9 @@ def test_api_dispatch_and_checks():
 
 
 def test_resolve_name():
-    assert api.resolve_name(None, "cpu") == api.resolve_name(None, "tpu") == "xla_chunked"
-    assert api.resolve_name(None, "gpu") == "pallas_gpu"
+    # Pallas is opt-in everywhere until it has run on a device.
+    assert api.resolve_name(None, "cpu") == api.resolve_name(None, "tpu") == api.resolve_name(None, "gpu") \
+        == "xla_chunked"
     for name in ("reference", "xla_chunked", "pallas_gpu", "pallas_tpu"):
         assert api.resolve_name(name, "cpu") == name  # explicit names: checked when called
     assert api.resolve_name("pallas", "gpu") == "pallas_gpu"
@@ -101,3 +102,9 @@ def test_resolve_name():
     with pytest.raises(ValueError, match="unknown .*'triton'.*'pallas'"):
         api.resolve_name("triton", "gpu")
     assert set(api.CHOICES) >= set(api.IMPLEMENTATIONS)  # every implementation can be chosen by name
+
+
+@pytest.mark.parametrize("v, vocab", [(49_152, 512), (151_936, 128), (300, 384), (1_000, 512), (640, 128)])
+def test_default_vocab_block_divides_the_lane_rounded_vocabulary(v, vocab):
+    assert pallas_tpu.default_blocks(v).vocab == vocab
+    assert pallas_tpu.default_blocks(v).tokens == pallas_tpu.PALLAS_TPU.tokens

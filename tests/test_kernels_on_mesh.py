@@ -21,7 +21,15 @@ from tests.test_kernels_fused_logprob import _assert_matches_reference, _problem
 
 @pytest.mark.parametrize("impl, blocks", [("pallas_gpu", BlockSizes(vocab=32, tokens=16, depth=16)),
                                           ("pallas_tpu", BlockSizes(vocab=128, tokens=8))])
-def test_split_over_the_mesh_matches_the_oracle(impl, blocks):
+def test_split_over_the_mesh_matches_the_oracle(impl, blocks, monkeypatch):
+    calls = []  # each device's share of the tokens, as the kernel sees it
+    fn_of = dict(api.IMPLEMENTATIONS)[impl][0]
+
+    def spy(h, w, t, **kw):
+        calls.append(h.shape[0])
+        return fn_of(h, w, t, **kw)
+
+    monkeypatch.setitem(api.IMPLEMENTATIONS, impl, (spy, api.IMPLEMENTATIONS[impl][1]))
     mesh = make_mesh(MeshConfig(2, 2, 2))
     fn = functools.partial(api.token_logprobs_and_entropy, implementation=impl, blocks=blocks, interpret=True,
                            mesh=mesh)
@@ -30,6 +38,7 @@ def test_split_over_the_mesh_matches_the_oracle(impl, blocks):
     h, t = jax.device_put(h, on_mesh), jax.device_put(t, on_mesh)
     _assert_matches_reference(lambda h, w, t, temperature: fn(h, w, t, temperature=temperature), h, w, t, a, b,
                               0.8)
+    assert calls and set(calls) == {64 // 8}  # split: 60 tokens padded to 64, 8 a device
 
 
 def test_without_a_mesh_or_with_one_device_nothing_is_split(monkeypatch):

@@ -19,8 +19,11 @@ from kernels.fused_logprob import api
 from rft_jax.data.example import Example
 from rft_jax.model import init_params
 from rft_jax.model.registry import ModelSpec, resolve_logprob_impl
+from rft_jax.monitoring import names
 from rft_jax.parallel import MeshConfig, make_mesh
 from rft_jax.sft.step import SFTSettings, sft_loss
+from rft_jax.train.hooks import StepContext
+from rft_jax.train.kl_monitor import kl_monitor_hook
 from rft_jax.train.trainer import build_trainer
 from tests.test_trainer_knobs import TINY, _ByteTokenizer, _config, _LengthReward
 
@@ -43,23 +46,26 @@ def kernels_called(monkeypatch) -> list[str]:
     return called
 
 
-def _one_step(choice: str) -> dict:
-    cfg = _config(model=ModelSpec(name="unused", compute_dtype="float32", logprob_impl=choice))
+def _one_step_and_kl_monitor(choice: str) -> dict:
+    """One RL step of two PPO passes (so the old log-probs are recomputed), then the KL monitor on it."""
+    cfg = _config(model=ModelSpec(name="unused", compute_dtype="float32", logprob_impl=choice), ppo_epochs=2)
     mesh = make_mesh(MeshConfig(1, 1, 1), devices=jax.devices()[:1])
     trainer, state = build_trainer(cfg, TINY, init_params(TINY, jax.random.key(0), std=0.3), _ByteTokenizer(),
                                    _LengthReward(), mesh, steps=2)
     examples = [Example(f"e{i}", [{"role": "user", "content": "x" * (i + 2)}]) for i in range(2)]
-    _, metrics, _ = trainer.step(state, examples, jax.random.key(3))
+    state, metrics, rollouts = trainer.step(state, examples, jax.random.key(3))
+    kl_monitor_hook(trainer, every=1).fn(StepContext(1, 2, state, metrics, rollouts))
     return metrics
 
 
-def test_the_train_step_runs_the_named_kernel_and_both_give_the_same_loss(kernels_called):
+def test_the_train_step_and_kl_monitor_run_the_named_kernel_and_agree(kernels_called):
     by_choice = {}
     for choice in ("reference", "xla_chunked"):  # "auto" -> xla_chunked here: test_each_backend_maps_...
         kernels_called.clear()
-        by_choice[choice] = _one_step(choice)
+        by_choice[choice] = _one_step_and_kl_monitor(choice)
         assert set(kernels_called) == {choice}
-    for key in ("actor/loss", "actor/entropy"):
+        assert names.REF_KL in by_choice[choice]
+    for key in ("actor/loss", "actor/entropy", names.REF_KL):
         np.testing.assert_allclose(by_choice["reference"][key], by_choice["xla_chunked"][key], rtol=1e-5, atol=1e-6)
 
 
@@ -75,7 +81,7 @@ def test_sft_runs_the_named_kernel(kernels_called):
 
 def test_a_kernel_that_cannot_run_here_fails_before_compute():
     assert jax.default_backend() == "cpu"
-    with pytest.raises(RuntimeError, match="cpu") as err:
+    with pytest.raises(ValueError, match="logprob_impl='pallas'.*cpu") as err:
         build_trainer(_config(model=ModelSpec(name="unused", logprob_impl="pallas")), TINY,
                       init_params(TINY, jax.random.key(0)), _ByteTokenizer(), _LengthReward(),
                       make_mesh(MeshConfig(1, 1, 1), devices=jax.devices()[:1]), steps=2)
@@ -83,7 +89,7 @@ def test_a_kernel_that_cannot_run_here_fails_before_compute():
 
 
 @pytest.mark.parametrize("backend, choice, want", [
-    ("gpu", "pallas", "pallas_gpu"), ("tpu", "pallas", "pallas_tpu"), ("gpu", "auto", "pallas_gpu"),
+    ("gpu", "pallas", "pallas_gpu"), ("tpu", "pallas", "pallas_tpu"), ("gpu", "auto", "xla_chunked"),
     ("tpu", "auto", "xla_chunked"), ("cpu", "auto", "xla_chunked"), ("tpu", "reference", "reference")])
 def test_each_backend_maps_the_choice_to_its_kernel(monkeypatch, backend, choice, want):
     monkeypatch.setattr(jax, "default_backend", lambda: backend)

@@ -108,13 +108,14 @@ class _Bytes:
 
 def tiny_trainer(mode: str):
     """`build_trainer` on a 2x2x2 mesh with the default dtypes; LoRA asks for the platform's Pallas kernel (run
-    under shard_map on the mesh), full fine-tuning takes the default one. Full fine-tuning takes a Qwen3-style
-    model (q/k norms, untied unembedding), the KL reference and two PPO epochs (so the trainer also jits its
-    recompute of the old log-probs). The weights are numpy zeros: nothing runs, and they compile nothing."""
+    under shard_map on the mesh), full fine-tuning takes the default one. Both take two PPO epochs (so the
+    trainer also jits its recompute of the old log-probs); full fine-tuning takes a Qwen3-style model (q/k
+    norms, untied unembedding) and the KL reference. The weights are numpy zeros: nothing runs, and they
+    compile nothing."""
     model_cfg = TINY if mode == "lora" else QWEN3_TINY
     kernel = "pallas" if mode == "lora" else "auto"
-    cfg = TrainConfig(model=ModelSpec(name="unused", logprob_impl=kernel), reward=RewardSpec("unused"), mode=mode, batch_size=B,
-                      ppo_epochs=1 if mode == "lora" else 2,
+    cfg = TrainConfig(model=ModelSpec(name="unused", logprob_impl=kernel), reward=RewardSpec("unused"), mode=mode,
+                      batch_size=B, ppo_epochs=2,
                       sampling=SamplingConfig(samples_per_prompt=G, max_new_tokens=C),
                       loss=GRPOLossConfig(beta=0.0 if mode == "lora" else 0.04))
     shapes = jax.eval_shape(functools.partial(init_params, model_cfg), jax.random.key(0))
@@ -143,7 +144,7 @@ def abstract_batch(shardings: RolloutBatch) -> RolloutBatch:
 @pytest.mark.parametrize("mode", MODES)
 def test_train_step_lowers(platform, trainers, mode):
     """The sharded step the trainer jits: LoRA with the platform's Pallas kernel, full with the default
-    (pallas_gpu on cuda, xla_chunked on tpu)."""
+    (xla_chunked until the Pallas kernels have run on a device)."""
     trainer, state = trainers[platform, mode]
     impl = trainer.step_settings.logprob_impl
     assert trainer.step_settings.dtype == "bfloat16"
@@ -162,9 +163,11 @@ def test_train_step_lowers(platform, trainers, mode):
     if impl in KERNEL_CALL:
         assert KERNEL_CALL[impl] in custom_calls(exp)
 
-    if trainer.old_logp_fn is not None:  # full: the proximal log-probs recomputed before the first update
-        old = lower(trainer.old_logp_fn, platform, args[0].trainable, args[1], batch, SHORT)
-        assert avals(old.out_avals) == [((B, G, C), jnp.float32)]
+    # The proximal log-probs recomputed before the first of two PPO passes, with the same kernel.
+    old = lower(trainer.old_logp_fn, platform, args[0].trainable, args[1], batch, SHORT)
+    assert avals(old.out_avals) == [((B, G, C), jnp.float32)]
+    if impl in KERNEL_CALL:
+        assert KERNEL_CALL[impl] in custom_calls(old)
 
 
 class _Lowered(Exception):  # noqa: N818 (carries the result out of generate_ids, not an error)

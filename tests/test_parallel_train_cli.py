@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from rft_jax.rewards import RewardResult
 from tests.test_parallel_multiprocess import _free_port, _wait
 from tests.test_sft_chain import tiny_hf_model
 
@@ -70,7 +71,7 @@ def _train_args(model: str, out_dir: Path) -> list[str]:
             "--data.max-prompt-tokens", "200", "--reward", "tests.toy_rewards:brevity", "--batch-size", "4",
             "--max-steps", "2", "--sampling.samples-per-prompt", "2", "--sampling.max-new-tokens", "8",
             "--evaluation.interval", "1", "--evaluation.min-delta", "-1", "--checkpoint.interval", "1",
-            "--rollout-log-interval", "1", "--kl-monitor-interval", "0", "--optimizer.learning-rate", "0.01",
+            "--rollout-log-interval", "1", "--kl-monitor-interval", "2", "--optimizer.learning-rate", "0.01",
             # Adam moves a parameter by +-lr whatever its gradient's size, so a gradient near 0 whose last bits
             # differ (a sum over 2 processes in another order) could move it by up to 2 lr: eps makes such
             # small-gradient updates proportional to the gradient.
@@ -158,6 +159,7 @@ def test_two_processes_of_rft_jax_train_match_one_and_only_process_0_writes(tiny
     two_rows, one_rows = _jsonl(two / "metrics.jsonl"), _jsonl(one / "metrics.jsonl")
     assert [r["step"] for r in one_rows] == [0, 1, 2]
     assert "baseline/any_positive_share" in one_rows[0] and "val/reward/mean" in one_rows[2]
+    assert "actor/ref_kl" in one_rows[2] and "actor/ref_kl" in two_rows[2]  # the KL monitor, on the mesh
     _assert_close(two_rows, one_rows, "metrics.jsonl")
     for name in sorted(f for f in files if f.startswith("eval_") or f.startswith("rollouts/")):
         doc = _jsonl if name.endswith(".jsonl") else lambda p: json.loads(p.read_text())
@@ -185,3 +187,23 @@ def test_uneven_parts_give_every_item_to_one_process_in_order(monkeypatch, proce
             parts.append(list(range(n))[distributed.process_part(n)])
         assert [i for part in parts for i in part] == list(range(n))
         assert max(map(len, parts)) == -(-n // processes)  # ceil(n / P): the first parts are full
+
+
+def test_evaluation_scores_whole_groups_on_each_process(monkeypatch):
+    """A pairwise judge compares one example's samples: a process scores whole groups, never part of one."""
+    from rft_jax.evaluation import evaluate
+    from rft_jax.parallel import distributed
+
+    class GroupSizes:  # scores each text with the size of its example's group in the call
+        def score_batch(self, examples, texts):
+            return [RewardResult(float(sum(e == ex for e in examples))) for ex in examples]
+
+    monkeypatch.setattr(distributed.jax, "process_count", lambda: 2)
+    examples = [f"ex{i}" for i in range(5) for _ in range(3)]  # 5 examples x 3 samples over 2 processes
+    parts = []
+    for index in range(2):
+        monkeypatch.setattr(distributed.jax, "process_index", lambda index=index: index)
+        monkeypatch.setattr(evaluate, "gather_objects", lambda local: local)  # this process's part only
+        parts.append(evaluate.score_in_parts({"r": GroupSizes()}, examples, ["t"] * 15, group=3)["r"])
+    assert [len(p) for p in parts] == [9, 6]  # 3 groups, then 2
+    assert {r.score for p in parts for r in p} == {3.0}

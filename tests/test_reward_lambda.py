@@ -75,6 +75,11 @@ def test_handler_embeds_a_spec_file_and_answers_http_events(tmp_path):
     assert [r["aggregate_reward_score"] for r in handler(EVENT, None)] == [1.0, 1.0, 0.0]
     http = handler({"body": json.dumps(EVENT[:1]), "isBase64Encoded": False}, None)
     assert http["statusCode"] == 200 and json.loads(http["body"])[0]["aggregate_reward_score"] == 1.0
+    # A bad HTTP body is the caller's mistake: a 400 in OpenAI's error shape, never a traceback.
+    for body, says in (("[" * 5000, "nested too deeply"), ('{"samples": []}', "a JSON list of samples"),
+                       ("not json", "bad JSON"), ("!!", "request body")):
+        bad = handler({"body": body, "isBase64Encoded": body == "!!"}, None)
+        assert bad["statusCode"] == 400 and says in json.loads(bad["body"])["error"]["message"], body[:20]
 
 
 def test_a_failed_sample_scores_zero_in_documented_keys_and_is_logged(tmp_path, capsys):

@@ -61,7 +61,7 @@ def test_hung_call_times_out_while_other_calls_score(fake):
         results = first.result(timeout=5)
         assert time.monotonic() - t0 < 2.0
         assert [r.score for r in results] == [1.0, 0.0, 3.0]
-        assert results[1].error == "reward timed out after 0.3 s (RewardPool timeout_s)"
+        assert results[1].error == "reward timed out after 0.3 s (reward_workers.timeout_s)"
         assert results[1] == timed_out(1, 0.3)[0]
         assert results[0].error is None and results[2].error is None
         stats = pool.stats()

@@ -40,3 +40,32 @@ def test_committed_sample_solutions_pass():
     scorer = build_reward("code_tests")
     results = scorer.score_batch(examples, [scorer.render_reference(e) for e in examples])
     assert [r.score for r in results] == [1.0] * len(examples)
+
+
+def test_tests_judged_outside_the_solution_can_use_classes_generators_and_exceptions():
+    """Each test runs in a judge process calling into the solution's (rft_jax/rewards/code_tests.py)."""
+    solution = """```python
+import collections
+Point = collections.namedtuple("Point", "x y")
+class Stack:
+    def __init__(self):
+        self.items = []
+    def push(self, x):
+        self.items.append(x)
+    def pop(self):
+        if not self.items:
+            raise IndexError("empty")
+        return self.items.pop()
+def evens(n):
+    return (i for i in range(n) if i % 2 == 0)
+def mid(a, b):
+    return Point((a.x + b.x) / 2, (a.y + b.y) / 2)
+```"""
+    tests = ["s = Stack()\ns.push(1)\ns.push([2, 'b'])\nassert s.pop() == [2, 'b'] and s.items == [1]",
+             "try:\n    Stack().pop()\nexcept IndexError as err:\n    assert 'empty' in str(err)\nelse:\n    assert False",
+             "assert list(evens(7)) == [0, 2, 4, 6] and sum(evens(5)) == 6",
+             "from solution import mid, Point\nassert mid(Point(0, 0), Point(2, 4)) == (1.0, 2.0)",
+             "assert Stack().pop() == 1"]  # fails: the IndexError reaches the judge
+    example = Example(id="s", messages=[], metadata={"tests": tests})
+    result = build_reward("code_tests").score(example, solution)
+    assert result.score == 0.8 and result.metrics["tests_passed"] == 4, result

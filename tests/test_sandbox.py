@@ -1,9 +1,10 @@
 """The code sandbox against hostile programs: each case is contained with a clear per-sample
 status, and the host (this test process, its files, its network, its process table) is unaffected.
 
-Cases run with the default configuration (all layers). Cases marked `os_layer` repeat
-with the Python guard off, to show the OS layer alone contains them; they need a
-namespace backend (bubblewrap or unshare) and are skipped without one.
+Cases run with the default configuration (all layers) on the strongest backend that works
+here, named explicitly (bubblewrap in CI; `auto` would refuse anything weaker). Cases marked
+`os_layer` repeat with the Python guard off, to show the OS layer alone contains them; they
+need a namespace backend (bubblewrap or unshare) and are skipped without one.
 """
 
 import dataclasses
@@ -18,7 +19,7 @@ import uuid
 import pytest
 
 from rft_jax.rewards.sandbox import SandboxLimits, SandboxPool, run_python
-from rft_jax.rewards.sandbox.isolation import choose_backend
+from rft_jax.rewards.sandbox.isolation import BACKENDS, SandboxUnavailable, choose_backend
 from rft_jax.rewards.sandbox.process import default_uid, pids_of
 
 FAST = SandboxLimits(cpu_s=2, wall_s=4, memory_mb=512, max_procs=16, max_output_bytes=16 * 1024)
@@ -26,12 +27,23 @@ NO_GUARD = SandboxLimits(cpu_s=2, wall_s=4, memory_mb=512, max_procs=16, max_out
                          python_guard=False)
 AS_ROOT = os.geteuid() == 0
 UID = default_uid() + 1000 if AS_ROOT else None
-BACKEND = choose_backend("auto", UID)
+
+
+def _strongest() -> str:
+    for name in BACKENDS:
+        try:
+            return choose_backend(name, UID)
+        except SandboxUnavailable:
+            pass
+    raise AssertionError("backend 'none' always works")
+
+
+BACKEND = _strongest()
 os_layer = pytest.mark.skipif(BACKEND == "none", reason="no namespace backend (install bubblewrap)")
 
 
 def run(code, limits=FAST):
-    return run_python({"main.py": code}, "main.py", limits=limits, uid=UID)
+    return run_python({"main.py": code}, "main.py", limits=limits, uid=UID, backend=BACKEND)
 
 
 @pytest.fixture(autouse=True)
@@ -132,7 +144,8 @@ print("inside ok")
 def test_writing_outside_the_work_dir_is_refused(limits, tmp_path_factory):
     targets, var_dir = _outside_targets(tmp_path_factory)
     try:
-        result = run_python({"main.py": WRITE}, "main.py", limits=limits, uid=UID, args=tuple(targets))
+        result = run_python({"main.py": WRITE}, "main.py", limits=limits, uid=UID, args=tuple(targets),
+                            backend=BACKEND)
         assert result.status == "ok" and "inside ok" in result.output
         assert "WROTE" not in result.output
         assert sum(line.startswith("refused") for line in result.output.splitlines()) == len(targets)
@@ -205,7 +218,7 @@ except OSError as err:
 @pytest.mark.parametrize("limits", [FAST, pytest.param(NO_GUARD, marks=os_layer)], ids=["default", "guard_off"])
 def test_socket_to_loopback_is_refused(limits, host_listener):
     port, accepted = host_listener
-    result = run_python({"main.py": SOCKET}, "main.py", limits=limits, uid=UID, args=(str(port),))
+    result = run_python({"main.py": SOCKET}, "main.py", limits=limits, uid=UID, args=(str(port),), backend=BACKEND)
     assert result.status == "ok" and "refused" in result.output and "CONNECTED" not in result.output
     time.sleep(0.3)
     assert accepted == []
@@ -220,7 +233,7 @@ def test_printing_a_gigabyte_hits_output_limit():
 
 
 def test_pool_bounds_concurrency():
-    pool = SandboxPool(max_workers=2, limits=FAST)
+    pool = SandboxPool(max_workers=2, limits=FAST, backend=BACKEND)
     code = "import time\nprint('start', time.time(), flush=True)\ntime.sleep(0.6)\nprint('end', time.time())\n"
     results = pool.map([({"main.py": code}, "main.py")] * 4)
     spans = [tuple(float(line.split()[1]) for line in r.output.split("\n")[:2]) for r in results]
@@ -232,8 +245,16 @@ def test_pool_bounds_concurrency():
 def test_backend_choice_is_logged(caplog):
     choose_backend.cache_clear()
     with caplog.at_level("INFO", logger="rft_jax.rewards.sandbox.isolation"):
-        assert choose_backend("auto", UID) == BACKEND
+        assert choose_backend(BACKEND, UID) == BACKEND
     assert "sandbox:" in caplog.text
+
+
+def test_auto_is_bubblewrap_or_a_refusal_naming_the_fix():
+    """`auto` never falls back to a weaker backend (tests/test_code_reward_hostile.py simulates a missing one)."""
+    try:
+        assert choose_backend("auto", UID) == "bwrap"
+    except SandboxUnavailable as err:
+        assert BACKEND != "bwrap" and "apt-get install bubblewrap" in str(err)
 
 
 @pytest.mark.parametrize("backend", ["bwrap", "unshare", "none"])

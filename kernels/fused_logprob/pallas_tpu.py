@@ -20,7 +20,7 @@ wrapper (zeros), so every block is full; padded vocabulary columns are masked
 to NEG_BIG (probability 0, zero gradient) and padded tokens get zero
 cotangents. Padding V copies the unembedding once per pass: pick a
 `blocks.vocab` that divides V (49,152 = 96 * 512; 151,936 = 1187 * 128) to
-avoid it. Tile rules: `tokens` a multiple of the hidden dtype's sublane tile
+avoid it (`blocks=None` does: `default_blocks`). Tile rules: `tokens` a multiple of the hidden dtype's sublane tile
 (8 for float32, 16 for bfloat16), `vocab` a multiple of 128 (lanes); both are
 clamped to the (rounded-up) problem size so small inputs are not padded to a
 whole default block. Matmuls run in the hidden states' dtype (an unembedding
@@ -38,6 +38,7 @@ Validated in interpret mode only: these kernels have never run on a TPU.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -248,6 +249,14 @@ def _fused_bwd(temperature, blocks, interpret, residuals, cotangents):
 _fused.defvjp(_fused_fwd, _fused_bwd)
 
 
+def default_blocks(v: int) -> BlockSizes:
+    """PALLAS_TPU with the widest vocabulary block up to its own that divides V rounded up to the lanes, so a
+    vocabulary like Qwen's (151,936 = 1,187 x 128) is not copied into a padded one on every pass."""
+    v_lanes = _round_up(v, _LANES)
+    vocab = next(w for w in range(PALLAS_TPU.vocab, 0, -_LANES) if v_lanes % w == 0)
+    return dataclasses.replace(PALLAS_TPU, vocab=vocab)
+
+
 def token_logprobs_and_entropy(hidden_NxD: jax.Array, unembed_DxV: jax.Array,
                                targets_N: jax.Array, *,
                                temperature: float = 1.0,
@@ -255,7 +264,7 @@ def token_logprobs_and_entropy(hidden_NxD: jax.Array, unembed_DxV: jax.Array,
                                interpret: bool | pltpu.InterpretParams = False
                                ) -> tuple[jax.Array, jax.Array]:
     """(log p(target), entropy) float32 [N]; `interpret=True` runs on CPU (TPU interpreter)."""
-    blocks = PALLAS_TPU if blocks is None else blocks
+    blocks = default_blocks(unembed_DxV.shape[1]) if blocks is None else blocks
     _tiles(1, 1, hidden_NxD.dtype, blocks)  # validate before tracing
     if interpret is True:
         interpret = pltpu.InterpretParams()

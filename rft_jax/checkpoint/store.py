@@ -3,6 +3,9 @@
 A checkpoint holds the trainable pytree, optimizer state and step; the data
 position and PRNG key follow from the step (data order and per-step keys are
 derived from the seed), so a resumed run continues bitwise where it stopped.
+Orbax writes a step into a temporary folder and renames it when complete, so a
+save cut short (kill -9, a full disk) leaves the previous step as the latest;
+the temporary folder is removed when the run resumes.
 
 The second half reads a finished run's checkpoint back as a policy, for
 `rft-jax eval --checkpoint` and for `init_from` (SFT then RFT). `rft-jax train`
@@ -31,9 +34,9 @@ class RunCheckpoints:
     def __init__(self, run_dir: str | Path, keep_latest: int = 1, keep_best: int = 1):
         root = Path(run_dir).absolute() / "checkpoints"
         self.latest = ocp.CheckpointManager(root / "latest", options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep_latest, create=True))
+            max_to_keep=keep_latest, create=True, cleanup_tmp_directories=True))
         self.best = ocp.CheckpointManager(root / "best", options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep_best, create=True, best_fn=_val_reward, best_mode="max"))
+            max_to_keep=keep_best, create=True, best_fn=_val_reward, best_mode="max", cleanup_tmp_directories=True))
 
     def save_latest(self, step: int, state, meta: dict) -> None:
         self.latest.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -57,6 +60,14 @@ class RunCheckpoints:
 
     def best_step(self) -> int | None:
         return self.best.best_step()
+
+    def forget_best_after(self, step: int) -> list[int]:
+        """Deletes the best checkpoints of steps after `step`: a resumed run redoes those steps, so they belong
+        to an attempt that no longer exists (and could win the final evaluation over the real run's)."""
+        lost = [s for s in self.best.all_steps() if s > step]
+        for s in lost:
+            self.best.delete(s)
+        return lost
 
     def close(self) -> None:
         self.latest.close()

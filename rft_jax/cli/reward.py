@@ -43,6 +43,10 @@ class RewardServeOptions:
     added_latency_s: float = 0.0
     """Seconds added to every request batch: stands in for a Lambda's or a judge's latency in benchmarks
     (benchmarks/async_rl.py serves with 2 s)."""
+    max_body_mib: float = 16.0
+    """Largest request body taken, in MiB; a larger one is refused (413) before it is read."""
+    max_samples: int = 1024
+    """Most samples one request may hold; more are refused (400). The remote reward sends batches of 32."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,5 +119,6 @@ def cmd_serve(args: RewardServeOptions, scorer) -> int:
     except ValueError as err:
         print(f"rft-jax reward serve: {err}", file=sys.stderr)
         return 2
-    serve(scorer, host=args.host, port=args.port, token=token, added_latency_s=args.added_latency_s)
+    serve(scorer, host=args.host, port=args.port, token=token, added_latency_s=args.added_latency_s,
+          max_body_bytes=int(args.max_body_mib * 2**20), max_samples=args.max_samples)
     return 0

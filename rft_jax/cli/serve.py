@@ -66,6 +66,10 @@ class ServeOptions:
     """Tokens per sequence, prompt plus completion."""
     reasoning: ReasoningConfig = ReasoningConfig()
     """Reasoning mode: think within a budget, then answer (see the reasoning fields above)."""
+    max_body_mib: float = 8.0
+    """Largest request body taken, in MiB; a larger one is refused (413) before it is read."""
+    max_messages: int = 1024
+    """Most messages one request may hold; more are refused (400)."""
 
 
 def main(argv: list[str]) -> int:
@@ -89,7 +93,8 @@ def main(argv: list[str]) -> int:
         print(f"rft-jax serve: {err}", file=sys.stderr)
         return 2
     name = args.served_name or served.name
-    app = make_app(served.engine.start(), served.tokenizer, name, token=token, reasoning=plan)
+    app = make_app(served.engine.start(), served.tokenizer, name, token=token, reasoning=plan,
+                   max_body_bytes=int(args.max_body_mib * 2**20), max_messages=args.max_messages)
     print(f"rft-jax serve: {name} on http://{args.host}:{args.port}/v1 ({args.slots} slots x "
           f"{args.max_context} tokens)", file=sys.stderr)
     try:

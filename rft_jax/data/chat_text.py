@@ -39,7 +39,9 @@ def block_kind(block: Any) -> str:
     if not isinstance(block, dict):
         return type(block).__name__
     kind = block.get("type") or next(iter(block), "empty")
-    return "text" if kind in TEXT_BLOCKS and isinstance(block.get("text"), str) else kind
+    if kind in TEXT_BLOCKS and not isinstance(block.get("text"), str):
+        return f"{kind} without a string 'text'"  # not "text": readers would index block["text"]
+    return "text" if kind in TEXT_BLOCKS else kind
 
 
 def flatten_content(content: Any, where: str = "content", sep: str = "", *, strict: bool = True) -> str:

@@ -6,12 +6,12 @@ the file can report everything wrong at once.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from rft_jax.data.chat_text import ACCEPTED_ROLES, ROLES, block_kind, role_of
 from rft_jax.data.example import message_text
+from rft_jax.data.json_input import JsonError, brief, parse_json
 from rft_jax.data.problems import Problem
 
 
@@ -52,7 +52,7 @@ def check_message(message: Any, index: int, line: int) -> list[Problem]:
                         '{"role": "user", "content": "..."}')]
     role = role_of(message)
     if role not in ROLES:
-        return [Problem(line, f"{field}.role", f"unknown role {message.get('role')!r}",
+        return [Problem(line, f"{field}.role", f"unknown role {brief(message.get('role'))}",
                         f"use one of {', '.join(ACCEPTED_ROLES)}")]
     content = message.get("content")
     if isinstance(content, list):
@@ -106,9 +106,9 @@ def check_tool_calls(calls: Any, field: str, line: int) -> list[Problem]:
         args = fn.get("arguments", {})
         if isinstance(args, str):
             try:
-                args = json.loads(args) if args.strip() else {}
-            except json.JSONDecodeError as err:
-                problems.append(Problem(line, f"{where}.function.arguments", f"not valid JSON: {err.msg}",
+                args = parse_json(args) if args.strip() else {}
+            except JsonError as err:
+                problems.append(Problem(line, f"{where}.function.arguments", f"not valid JSON: {err}",
                                         "give the arguments as a JSON object, or that object's JSON string"))
                 continue
         if not isinstance(args, dict):
@@ -143,8 +143,10 @@ def check_call_id(messages: list[dict], i: int, line: int) -> list[Problem]:
     """A tool message's tool_call_id names one of the calls of the assistant message it answers."""
     call_id = messages[i].get("tool_call_id")
     j = i - 1
-    while messages[j].get("role") == "tool":
+    while j >= 0 and messages[j].get("role") == "tool":
         j -= 1
+    if j < 0 or not isinstance(messages[j].get("tool_calls"), list):
+        return []  # no assistant call before the run of tool messages: check_role_order reports that
     ids = [c.get("id") for c in messages[j]["tool_calls"] if isinstance(c, dict) and c.get("id") is not None]
     if call_id is None or not ids or call_id in ids:
         return []
@@ -170,7 +172,7 @@ def check_tools(tools: Any, line: int) -> list[Problem]:
             problems.append(Problem(line, where, f"must be an object, got {type(tool).__name__}", f"write {TOOL_FORM}"))
             continue
         if tool.get("type") != "function":
-            problems.append(Problem(line, f"{where}.type", f'must be "function", got {tool.get("type")!r}',
+            problems.append(Problem(line, f"{where}.type", f'must be "function", got {brief(tool.get("type"))}',
                                     f'add "type": "function" (only function tools are supported): {TOOL_FORM}'))
         fn = tool.get("function")
         if not isinstance(fn, dict):
@@ -178,7 +180,7 @@ def check_tools(tools: Any, line: int) -> list[Problem]:
             continue
         name = fn.get("name")
         if not isinstance(name, str) or not TOOL_NAME.fullmatch(name):
-            problems.append(Problem(line, f"{where}.function.name", f"{name!r} is not a valid function name",
+            problems.append(Problem(line, f"{where}.function.name", f"{brief(name)} is not a valid function name",
                                     "use a letter or underscore, then letters, digits, _ or -, "
                                     "64 characters at most (e.g. get_weather)"))
         elif name in first:
@@ -201,15 +203,20 @@ def check_parameters(schema: Any, field: str, line: int) -> list[Problem]:
         return [Problem(line, field, f"must be a JSON Schema object, got {type(schema).__name__}",
                         'write {"type": "object", "properties": {"x": {"type": "number"}}, "required": ["x"]}')]
     if schema.get("type", "object") != "object":
-        return [Problem(line, field, f'describes a {schema["type"]!r}, but the arguments are an object',
+        return [Problem(line, field, f'describes a {brief(schema["type"])}, but the arguments are an object',
                         'use "type": "object" with the arguments under "properties"')]
+    if not isinstance(schema.get("$schema", ""), str):
+        return [Problem(line, f"{field}.$schema", "must be a JSON Schema dialect URI (a string)",
+                        'drop "$schema", or give e.g. "https://json-schema.org/draft/2020-12/schema"')]
     import jsonschema  # noqa: PLC0415 (lazy: only files with tools need it)
 
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
+    except RecursionError:  # jsonschema recurses several frames per level of the schema
+        return [Problem(line, field, "nested too deeply to check", "flatten the schema")]
     except jsonschema.SchemaError as err:
         at = "/".join(str(p) for p in err.absolute_path)
         return [Problem(line, f"{field}.{at.replace('/', '.')}" if at else field,
-                        f"not a valid JSON Schema: {err.message}",
+                        f"not a valid JSON Schema: {err.message[:200]}",  # it can quote the whole schema
                         "fix the schema (see https://json-schema.org/understanding-json-schema)")]
     return []

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from rft_jax.data.checks import check_record
 from rft_jax.data.example import Example, flatten_messages, from_record, prompt_key
+from rft_jax.data.json_input import JsonError, brief, parse_json
 from rft_jax.data.problems import DatasetError, Problem
 from rft_jax.data.reasoning import PlannedChat
 
@@ -36,19 +38,20 @@ class Validation:
         return [p for p in self.problems if p.severity == "error"]
 
 
-def validate_lines(lines: list[str], *, tokenizer: ChatTokenizer | None = None,
+def validate_lines(lines: Sequence[str | bytes], *, tokenizer: ChatTokenizer | None = None,
                    max_prompt_tokens: int | None = None, require_reference: bool = False,
                    allow_duplicate_prompts: bool = False) -> Validation:
-    """Every problem of every line; with `allow_duplicate_prompts`, a repeated prompt is a warning."""
+    """Every problem of every line (a line is text, or the raw bytes of a file's line); with
+    `allow_duplicate_prompts`, a repeated prompt is a warning."""
     examples, where, problems = [], [], []
     for number, text in enumerate(lines, start=1):
         if not text.strip():
             continue
         try:
-            record = json.loads(text)
-        except json.JSONDecodeError as err:
-            problems.append(Problem(number, "(line)", f"bad JSON: {err.msg} at column {err.colno}",
-                                    "fix the JSON; each line must be one complete object"))
+            record = parse_json(text)
+        except JsonError as err:
+            problems.append(Problem(number, "(line)", str(err), "fix the line; each line must be one complete "
+                                    "JSON object in UTF-8"))
             continue
         found = check_record(record, number, require_reference=require_reference)
         problems += found
@@ -115,7 +118,7 @@ def duplicate_problems(examples: list[Example], lines: list[int], allow_duplicat
         if j is not None:
             # The same prompt under the same id is a repeated prompt (an id generated from the content
             # repeats with it); one id on two different prompts is always an error.
-            problems.append(Problem(lines[i], "id", f"duplicate id {examples[i].id!r} (first on line {lines[j]})",
+            problems.append(Problem(lines[i], "id", f"duplicate id {brief(examples[i].id)} (first on line {lines[j]})",
                                     "give every example a unique id", repeat if keys[i] == keys[j] else "error"))
     for i, j in enumerate(earlier(keys)):
         if j is not None:
@@ -131,9 +134,16 @@ def id_list(ids: list[str], shown: int = 5) -> str:
     return ", ".join(ids[:shown]) + more
 
 
-def read_lines(path: str) -> list[str]:
-    with open(path, encoding="utf-8") as f:
-        return f.read().splitlines()
+def read_lines(path: str) -> list[bytes]:
+    """The file's lines as bytes, decoded per line by validation so that bad UTF-8 is reported on its line.
+
+    Split on "\n" only: str.splitlines also splits at U+2028, U+0085 and other characters that JSON text
+    written with ensure_ascii=False (write_jsonl) holds unescaped inside its strings."""
+    with open(path, "rb") as f:
+        data = f.read()
+    lines = [line.removesuffix(b"\r") for line in data.split(b"\n")]
+    lines[0] = lines[0].removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark, as some editors write
+    return lines
 
 
 def validate_file(path: str, **kwargs: Any) -> Validation:

@@ -36,11 +36,13 @@ class EvalResult:
         return {"name": name, **extra, "metrics": self.metrics, "by_field": self.by_field, "samples": self.samples}
 
 
-def score_in_parts(scorers: dict, examples: list, texts: list[str]) -> dict[str, list]:
+def score_in_parts(scorers: dict, examples: list, texts: list[str], group: int = 1) -> dict[str, list]:
     """Every scorer's `RewardResult` for every text, on every process. Each process scores its part of the
     texts and the parts are gathered (as training's rollouts do), so a judge or a sandbox runs once per text
-    over the cluster rather than once per process."""
-    part = process_part(len(texts))
+    over the cluster rather than once per process. Texts come in groups of `group` (an example's samples),
+    and a group is never split: a pairwise judge compares the samples of one example."""
+    groups = process_part(len(texts) // group)
+    part = slice(groups.start * group, groups.stop * group)
     mine = {name: s.score_batch(examples[part], texts[part]) if texts[part] else [] for name, s in scorers.items()}
     parts = gather_objects([mine])
     return {name: [r for p in parts for r in p[name]] for name in scorers}
@@ -96,7 +98,7 @@ def evaluate(params: dict, cfg, tokenizer, examples, scorers: dict, *, key: jax.
         episodes.extend(e for row in chunk_episodes for e in row)
         flat_ex = [ex for ex in chunk for _ in range(num_samples)]
         flat_text = [e.text for row in chunk_episodes for e in row]
-        scores = score_in_parts(scorers, flat_ex, flat_text)
+        scores = score_in_parts(scorers, flat_ex, flat_text, group=num_samples)
         main = next(iter(scores))
         for j, ex in enumerate(chunk):
             row = {name: [scores[name][j * num_samples + g].score for g in range(num_samples)] for name in scorers}

@@ -44,10 +44,11 @@ class ModelSpec:
     remat: bool = False
     """Recompute each layer's activations in the backward pass: less memory, ~1/3 more compute."""
     logprob_impl: Literal["auto", "reference", "xla_chunked", "pallas"] = "auto"
-    """Kernel for the per-token log-probs and entropy of the loss (kernels/fused_logprob). auto: the best for
-    the backend; reference: full [tokens, vocab] logits (the oracle); xla_chunked: vocabulary blocks, any
-    backend; pallas: the backend's Pallas kernel (Triton on GPU, Mosaic on TPU). A kernel that cannot run on
-    this backend is an error, never a silent fallback."""
+    """Kernel for the per-token log-probs and entropy of the loss (kernels/fused_logprob). auto: xla_chunked
+    (the Pallas kernels have only run in the interpreter so far); reference: full [tokens, vocab] logits (the
+    oracle); xla_chunked: vocabulary blocks, any backend; pallas: the backend's Pallas kernel (Triton on GPU,
+    Mosaic on TPU), split over the mesh. A kernel that cannot run on this backend is an error, never a silent
+    fallback."""
 
 
 def resolve_model_path(model: str) -> Path:
@@ -101,7 +102,10 @@ def resolve_compute_dtype(name: str) -> str:
 def resolve_logprob_impl(choice: str) -> str:
     """The fused_logprob implementation `ModelSpec.logprob_impl` names on this process's backend; raises
     when the named kernel cannot run here, before anything is compiled."""
-    return resolve_name(None if choice == "auto" else choice, jax.default_backend())
+    try:
+        return resolve_name(None if choice == "auto" else choice, jax.default_backend())
+    except RuntimeError as err:  # a ValueError: the CLIs report it as a bad setting, not a crash
+        raise ValueError(f"model.logprob_impl={choice!r}: {err}") from err
 
 
 def load_config(model: str) -> ModelConfig:

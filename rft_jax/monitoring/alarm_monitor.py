@@ -7,7 +7,8 @@ warning repeated every step would bury the progress bar and get ignored.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from rft_jax.monitoring import names
@@ -47,3 +48,14 @@ class AlarmMonitor:
                 self.announced.add(name)
                 new_events.append(AlarmEvent(step, name, message, alarm.fix))
         return flags, new_events
+
+    def replay(self, metric_records: Iterable[Mapping[str, object]],
+               alarm_records: Iterable[Mapping[str, object]]) -> None:
+        """Picks a resumed run up where it stopped: the history of the steps it kept (metrics.jsonl) and the alarms
+        already announced (alarms.jsonl), so the checks see the run's start and no alarm is announced twice."""
+        for record in metric_records:
+            step = record.get("step")
+            if isinstance(step, int):  # JSON has no NaN: a null was a non-finite value, which checks must still see
+                self.history.append(step, {k: math.nan if v is None else v for k, v in record.items()
+                                           if k not in ("step", "time") and not k.startswith(names.ALARM_PREFIX)})
+        self.announced.update(str(r["name"]) for r in alarm_records if "name" in r)

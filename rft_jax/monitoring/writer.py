@@ -24,7 +24,7 @@ from typing import Any
 from rft_jax.monitoring.alarm_monitor import AlarmMonitor
 from rft_jax.monitoring.alarms import AlarmConfig
 from rft_jax.monitoring.console import ConsoleView
-from rft_jax.monitoring.jsonl import append_jsonl
+from rft_jax.monitoring.jsonl import append_jsonl, drop_after_step, read_jsonl
 
 METRICS_FILE = "metrics.jsonl"
 ALARMS_FILE = "alarms.jsonl"
@@ -34,6 +34,10 @@ TENSORBOARD_DIR = "tensorboard"
 
 def rollouts_path(run_dir: str | Path, step: int) -> Path:
     return Path(run_dir) / ROLLOUTS_DIR / f"step_{step}.jsonl"
+
+
+def _records(path: Path) -> list[dict]:
+    return list(read_jsonl(path)) if path.exists() else []
 
 
 def to_scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -59,8 +63,11 @@ class MetricsWriter:
         alarm_config: AlarmConfig | None = AlarmConfig(),
         console: bool = True,
         tensorboard: bool = True,
+        keep_through: int | None = None,
     ):
-        """`alarm_config=None` turns the alarms off; `console`/`tensorboard=False` suit tests and notebooks."""
+        """`alarm_config=None` turns the alarms off; `console`/`tensorboard=False` suit tests and notebooks.
+        `keep_through`: a resumed run's last step kept (its checkpoint's; -1 when it starts again from the top):
+        later records are dropped, TensorBoard hides their events, and the alarms replay the records kept."""
         self.run_dir = Path(run_dir)
         self.is_primary = is_primary
         self._alarms = AlarmMonitor(alarm_config) if alarm_config is not None and is_primary else None
@@ -69,10 +76,25 @@ class MetricsWriter:
         if not is_primary:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if keep_through is not None:
+            self._resume(keep_through)
         if tensorboard:
             from tensorboardX import SummaryWriter  # imported here: non-primary hosts never need it
 
-            self._tb = SummaryWriter(logdir=str(self.run_dir / TENSORBOARD_DIR))
+            # Event files are append-only: TensorBoard hides the redone steps' old events from `purge_step` on.
+            purge = None if keep_through is None else keep_through + 1
+            self._tb = SummaryWriter(logdir=str(self.run_dir / TENSORBOARD_DIR), purge_step=purge)
+
+    def _resume(self, keep_through: int) -> None:
+        """Drops every record of the steps after `keep_through` and replays the rest into the alarms."""
+        for name in (METRICS_FILE, ALARMS_FILE):
+            drop_after_step(self.run_dir / name, keep_through)
+        for path in (self.run_dir / ROLLOUTS_DIR).glob("step_*.jsonl"):
+            step = path.stem.removeprefix("step_")
+            if step.isdigit() and int(step) > keep_through:
+                path.unlink()
+        if self._alarms is not None:
+            self._alarms.replay(_records(self.run_dir / METRICS_FILE), _records(self.run_dir / ALARMS_FILE))
 
     def check_alarms(self, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
         """Feed one step's metrics to the alarms; returns the `alarm/<name>` flags. Alarms that fire for the

@@ -10,10 +10,11 @@ step jitted with these shardings is `rft_jax.train.sharded_step`.
 from rft_jax.parallel.distributed import (
     DistributedConfig,
     agree,
-    gather_rows,
+    barrier,
+    gather_objects,
     initialize_distributed,
     is_primary,
-    process_share,
+    process_part,
     to_host,
 )
 from rft_jax.parallel.mesh import MeshConfig, make_mesh, mesh_shape, split_mesh
@@ -30,8 +31,8 @@ from rft_jax.parallel.rules import (
 )
 
 __all__ = [
-    "RULES", "DistributedConfig", "agree", "MeshConfig", "batch_shardings", "cache_sharding", "gather_rows",
+    "RULES", "DistributedConfig", "agree", "MeshConfig", "batch_shardings", "cache_sharding", "barrier",
     "initialize_distributed", "is_primary", "logical_spec", "lora_shardings", "make_mesh",
-    "mesh_shape", "opt_state_shardings", "param_shardings", "place", "process_share", "replicated", "split_mesh",
-    "to_host",
+    "mesh_shape", "opt_state_shardings", "param_shardings", "place", "process_part", "replicated", "split_mesh",
+    "gather_objects", "to_host",
 ]

@@ -66,25 +66,6 @@ def is_primary() -> bool:
     return jax.process_index() == 0
 
 
-def process_share(n: int) -> slice:
-    """This process's contiguous share of n rows (e.g. the step's prompts)."""
-    count, index = jax.process_count(), jax.process_index()
-    if n % count:
-        raise ValueError(f"{n} prompts cannot be split evenly over {count} processes; "
-                         "make batch_size a multiple of the process count")
-    per = n // count
-    return slice(index * per, (index + 1) * per)
-
-
-def gather_rows(local_rows):
-    """Every process's share concatenated in process order (a pytree of [n/P, ...] arrays -> [n, ...])."""
-    if jax.process_count() == 1:
-        return jax.tree.map(np.asarray, local_rows)
-    from jax.experimental import multihost_utils  # noqa: PLC0415
-
-    return jax.tree.map(np.asarray, multihost_utils.process_allgather(local_rows, tiled=True))
-
-
 def to_host(tree):
     """Global arrays (however sharded, over however many processes) -> full numpy values on every process."""
     if jax.process_count() == 1:

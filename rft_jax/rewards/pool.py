@@ -1,9 +1,11 @@
-"""A pool of reward worker threads with a time limit per call: slow rewards scored off the critical path.
+"""A pool of reward workers with a time limit per call: every reward of a run is scored through one.
 
-The asynchronous loop submits a rollout batch and keeps generating and training while it is scored, so an
-HTTP endpoint, a code sandbox or an AI judge overlaps the accelerator's work instead of stalling it. A reward
-is code the loop does not control: it may raise, hang for minutes or return nonsense, and none of that may
-reach the loop. The guarantees:
+A reward is code the loop does not control: it may raise, hang for minutes, crash its process or return
+nonsense, and none of that may reach the loop. The asynchronous loop also submits a rollout batch and keeps
+generating and training while it is scored, so an HTTP endpoint, a code sandbox or an AI judge overlaps the
+accelerator's work instead of stalling it. Each worker is a thread; a runner decides where its calls run:
+on the thread itself (`InProcess`), or in a process of the worker's own that a timeout kills
+(rft_jax/rewards/process_pool.py, the default of a training run). The guarantees:
 
 - `submit` returns a Future at once. The submission is split into calls of at most `chunk_size` samples
   (0: one call, so a batched reward such as the remote endpoint keeps its batching); at most `workers` calls
@@ -11,8 +13,10 @@ reach the loop. The guarantees:
 - The future always resolves and never raises: one RewardResult per sample, in submission order, within
   queue wait + `timeout_s` (counted from when a call starts running) + a little.
 - A call over its limit, or one that raises or returns the wrong number or kind of results, gives each of
-  its samples `failed(...)` naming the problem. A hung call's thread is abandoned (a daemon; its late result
-  is discarded) and a replacement takes its slot, so `workers` threads keep working however many calls hang.
+  its samples `failed(...)` naming the problem; so does a score that is NaN, infinite or outside the
+  reward's declared range (registry.score_range), for its own sample. A hung call's worker is abandoned (the
+  runner kills its process; an in-process thread is left to finish, a daemon, its late result discarded)
+  and a replacement takes its slot, so `workers` workers keep working however many calls hang.
 - Threads are started once and reused, not one per call: a thread abandoned inside C code that holds the
   GIL can stall `Thread.start()`, so a new thread is started only to replace a hung one.
 - `close` drops queued calls (their samples get "reward pool closed"), lets running calls finish or time
@@ -31,30 +35,35 @@ import threading
 import time
 from typing import Any
 
-from rft_jax.rewards.result import RewardResult, failed
+from rft_jax.rewards.registry import score_range
+from rft_jax.rewards.result import RewardResult, failures, in_range, output_problem
 
 CLOSED = "reward pool closed"
 
 
-def failures(n: int, error: str) -> list[RewardResult]:
-    """n separate error results (separate objects: a RewardResult's dicts are mutable)."""
-    return [failed(error) for _ in range(n)]
-
-
 def timed_out(n: int, timeout_s: float) -> list[RewardResult]:
-    return failures(n, f"reward timed out after {timeout_s:g} s (RewardPool timeout_s)")
+    return failures(n, f"reward timed out after {timeout_s:g} s (reward_workers.timeout_s)")
 
 
-def output_problem(results: Any, n: int) -> str | None:
-    """What is wrong with a scorer's output for n samples, or None when it is n RewardResults."""
-    if not isinstance(results, (list, tuple)):
-        return f"reward returned {type(results).__name__}, expected a list of {n} RewardResults"
-    if len(results) != n:
-        return f"reward returned {len(results)} results for {n} samples"
-    for i, result in enumerate(results):
-        if not isinstance(result, RewardResult):
-            return f"reward returned {type(result).__name__} at position {i}, expected RewardResult"
-    return None
+class CallFailed(Exception):
+    """A runner's call failed outside the reward's code (its process died): the message is the samples' error."""
+
+
+class InProcess:
+    """The runner that calls the scorer on the worker's own thread: a hung call can only be abandoned, and a
+    crash takes the training process with it. For rewards that cannot be rebuilt in another process."""
+
+    def prepare(self, worker: _Worker) -> None:
+        pass
+
+    def call(self, worker: _Worker, scorer: Any, examples: list, completions: list[str]) -> Any:
+        return scorer.score_batch(examples, completions)
+
+    def abandon(self, worker: _Worker) -> None:
+        pass
+
+    def release(self, worker: _Worker) -> None:
+        pass
 
 
 @dataclasses.dataclass(eq=False)
@@ -78,19 +87,22 @@ class _Call:
 class _Worker:
     call: _Call | None = None
     deadline: float = 0.0  # time.monotonic() by which `call` must finish
+    resource: Any = None  # what the runner keeps for this worker (its process)
 
 
 Resolution = tuple[concurrent.futures.Future, list] | None
 
 
 class RewardPool:
-    """Scores submissions on `workers` threads; each call of `scorer.score_batch` gets `timeout_s` seconds.
+    """Scores submissions on `workers` workers; each call of `scorer.score_batch` gets `timeout_s` seconds.
 
-    Lets slow rewards overlap generation and training, and turns a reward that raises, hangs or returns
-    nonsense into per-sample errors instead of a stalled or crashed loop (see the module docstring).
+    Lets slow rewards overlap generation and training, and turns a reward that raises, hangs, crashes or
+    returns nonsense into per-sample errors instead of a stalled or crashed loop (see the module docstring).
+    `runner`: where calls run (default `InProcess()`: on the workers' threads).
     """
 
-    def __init__(self, scorer: Any, *, workers: int = 4, timeout_s: float = 300.0, chunk_size: int = 0):
+    def __init__(self, scorer: Any, *, workers: int = 4, timeout_s: float = 300.0, chunk_size: int = 0,
+                 runner: Any = None):
         if workers < 1:
             raise ValueError(f"RewardPool needs workers >= 1, got {workers}")
         if not timeout_s > 0:
@@ -101,6 +113,7 @@ class RewardPool:
         self.workers = workers
         self.timeout_s = timeout_s
         self.chunk_size = chunk_size
+        self.runner = runner or InProcess()
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # workers wait here for calls
         self._wake = threading.Condition(self._lock)  # the watchdog waits here for the next deadline
@@ -181,7 +194,15 @@ class RewardPool:
 
     def _serve(self, worker: _Worker) -> None:
         """One worker thread: take calls until the pool closes, or until its call is abandoned."""
+        try:
+            self._take_calls(worker)
+        finally:
+            self.runner.release(worker)
+
+    def _take_calls(self, worker: _Worker) -> None:
         while True:
+            if not self._closed:  # read without the lock: at worst one process is started for nothing
+                self.runner.prepare(worker)  # e.g. (re)start its process, before a deadline runs
             with self._lock:
                 while not self._queue and not self._closed:
                     self._work.wait()
@@ -192,7 +213,7 @@ class RewardPool:
                 call = self._queue.popleft()
                 worker.call, worker.deadline = call, time.monotonic() + self.timeout_s
                 self._wake.notify()  # a new deadline for the watchdog
-            results, ok = self._run(call)
+            results, ok = self._run(worker, call)
             with self._lock:
                 if not call.done:
                     self._counts["completed" if ok else "failures"] += 1
@@ -205,17 +226,20 @@ class RewardPool:
             if abandoned:  # a replacement holds this slot now
                 return
 
-    def _run(self, call: _Call) -> tuple[list[RewardResult], bool]:
+    def _run(self, worker: _Worker, call: _Call) -> tuple[list[RewardResult], bool]:
         n = len(call.examples)
         scorer = call.submission.scorer or self.scorer
+        name = getattr(scorer, "name", type(scorer).__name__)
         try:
-            results = scorer.score_batch(call.examples, call.completions)
+            results = self.runner.call(worker, scorer, call.examples, call.completions)
             problem = output_problem(results, n)
+            if problem is None:
+                return in_range(list(results), *score_range(scorer), name), True
+        except CallFailed as err:
+            problem = str(err)
         except BaseException as err:  # noqa: B036 (a reward's SystemExit must not kill the worker)
             problem = f"reward raised {type(err).__name__}: {err}"
-        if problem is None:
-            return list(results), True
-        return failures(n, f"{getattr(scorer, 'name', type(scorer).__name__)}: {problem}"), False
+        return failures(n, f"{name}: {problem}"), False
 
     def _watch(self) -> None:
         """The watchdog: fails calls past their deadline and replaces their workers."""
@@ -240,6 +264,8 @@ class RewardPool:
                     if not self._closed:
                         spawn.append(_Worker())
                         self._working.append(spawn[-1])
+            for worker in expired:
+                self.runner.abandon(worker)
             for worker in spawn:
                 self._spawn(worker)
             _resolve(done)
@@ -264,7 +290,7 @@ def _resolve(done: list[Resolution]) -> None:
 
 
 class PooledScorer:
-    """A scorer whose every batch is scored through a `RewardPool`: the asynchronous run's reward, so that
+    """A scorer whose every batch is scored through a `RewardPool`: a run's reward and views, so that
     evaluation and the signal check get the same time limits as training and a hung reward stalls none
     of them. Everything else (name, needs_reference, render_reference) is the wrapped scorer's."""
 

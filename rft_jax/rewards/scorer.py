@@ -112,6 +112,8 @@ def build_reward(spec: Any) -> FunctionScorer | AggregateScorer:
         raise ValueError(f"unknown reward {parsed.name!r}; built-ins: {', '.join(sorted(REWARDS))}, "
                          "aggregate, or 'module:function'")
     check_params(parsed, entry.batch_fn or entry.fn)
+    if entry.check is not None:
+        entry.check(**dict(parsed.params))
     return FunctionScorer(parsed.name, entry, dict(parsed.params))
 
 

@@ -15,9 +15,10 @@ import time
 import uuid
 from typing import Any
 
-from rft_jax.data.chat_text import ACCEPTED_ROLES, ROLES, role_of
+from rft_jax.data.chat_text import ACCEPTED_ROLES, ROLES, block_kind, role_of
 from rft_jax.data.checks import check_tool_calls, check_tools
 from rft_jax.data.example import flatten_messages
+from rft_jax.data.json_input import brief
 from rft_jax.data.reasoning import EFFORT_BUDGETS
 
 UNSUPPORTED = ("logprobs", "top_logprobs", "logit_bias", "response_format", "presence_penalty", "frequency_penalty",
@@ -25,6 +26,7 @@ UNSUPPORTED = ("logprobs", "top_logprobs", "logit_bias", "response_format", "pre
 MAX_N = 16
 MAX_STOPS = 4
 MAX_TOKENS = 1 << 20
+MAX_MESSAGES = 1024  # per request (`rft-jax serve --max-messages`); OpenAI's own limit is of this order
 TOOL_CHOICES = ("auto", "none")  # "required" or a named function would need constrained decoding
 
 
@@ -70,7 +72,7 @@ def _number(body: dict, name: str, default: float, lo: float, hi: float) -> floa
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-        raise RequestError(f"'{name}' must be a number from {lo} to {hi}; got {value!r}", param=name)
+        raise RequestError(f"'{name}' must be a number from {lo} to {hi}; got {brief(value)}", param=name)
     return float(value)
 
 
@@ -79,23 +81,36 @@ def _integer(body: dict, name: str, lo: int, hi: int) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise RequestError(f"'{name}' must be an integer from {lo} to {hi}; got {value!r}", param=name)
+        raise RequestError(f"'{name}' must be an integer from {lo} to {hi}; got {brief(value)}", param=name)
     return value
 
 
-def _messages(value: Any) -> list[dict]:
+def _messages(value: Any, max_messages: int) -> list[dict]:
     if not isinstance(value, list) or not value:
         raise RequestError("'messages' must be a non-empty list", param="messages")
+    if len(value) > max_messages:
+        raise RequestError(f"'messages' has {len(value)} messages; this server takes at most {max_messages} "
+                           "(shorten the conversation)", param="messages")
     for i, m in enumerate(value):
         if not isinstance(m, dict) or role_of(m) not in ROLES:
             raise RequestError(f"messages[{i}] needs a 'role' among {', '.join(ACCEPTED_ROLES)}",
                                param=f"messages[{i}].role")
-        content = m.get("content")
-        if content is not None and not isinstance(content, (str, list)):
-            raise RequestError(f"messages[{i}].content must be a string or a list of text parts",
-                               param=f"messages[{i}].content")
+        _content(m.get("content"), f"messages[{i}].content")
     _tool_turns(value)
     return flatten_messages(value)  # text parts joined (templates expect a string), "developer" as "system"
+
+
+def _content(content: Any, where: str) -> None:
+    """A string, null, or text parts: an image or audio part would be dropped silently, so it is refused."""
+    if content is None or isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise RequestError(f"{where} must be a string or a list of text parts, got {type(content).__name__}",
+                           param=where)
+    for j, part in enumerate(content):
+        if block_kind(part) != "text":
+            raise RequestError(f'{where}[{j}] is a {brief(block_kind(part))} part; this server reads text only: '
+                               'send {"type": "text", "text": "..."}', param=f"{where}[{j}]")
 
 
 def _tool_turns(messages: list[dict]) -> None:
@@ -114,7 +129,7 @@ def _tool_turns(messages: list[dict]) -> None:
             ref = m.get("tool_call_id")
             if not isinstance(ref, str) or ref not in call_ids:
                 raise RequestError(f"{where} is a tool result: its 'tool_call_id' must name a call of an earlier "
-                                   f"assistant message's 'tool_calls'; got {ref!r}", param=f"{where}.tool_call_id")
+                                   f"assistant message's 'tool_calls'; got {brief(ref)}", param=f"{where}.tool_call_id")
 
 
 def _tools(value: Any) -> list[dict] | None:
@@ -139,7 +154,7 @@ def _tool_choice(body: dict) -> str:
         return "auto"
     if choice not in TOOL_CHOICES:
         raise RequestError(f"'tool_choice' must be \"auto\" or \"none\" on this server (it cannot force a call: "
-                           f"that needs constrained decoding); got {choice!r}", param="tool_choice",
+                           f"that needs constrained decoding); got {brief(choice)}", param="tool_choice",
                            code="unsupported_parameter")
     return choice
 
@@ -158,22 +173,22 @@ def _reasoning(body: dict) -> tuple[int | None, str | None]:
     tokens = _integer(body, "max_reasoning_tokens", 0, MAX_TOKENS)
     effort = body.get("reasoning_effort")
     if effort is not None and not (isinstance(effort, str) and effort in EFFORT_BUDGETS):
-        raise RequestError(f"'reasoning_effort' must be one of {', '.join(map(repr, EFFORT_BUDGETS))}; got {effort!r}",
+        raise RequestError(f"'reasoning_effort' must be one of {', '.join(map(repr, EFFORT_BUDGETS))}; got {brief(effort)}",
                            param="reasoning_effort")
     if tokens is not None and effort is not None:
         raise RequestError("give 'max_reasoning_tokens' or 'reasoning_effort', not both", param="reasoning_effort")
     return tokens, effort
 
 
-def parse_chat_request(body: Any, served_model: str) -> ChatRequest:
+def parse_chat_request(body: Any, served_model: str, *, max_messages: int = MAX_MESSAGES) -> ChatRequest:
     """A validated request, or a RequestError naming the offending parameter."""
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
     model = body.get("model")
     if not isinstance(model, str):
-        raise RequestError("'model' is required", param="model")
+        raise RequestError("'model' is required" if model is None else "'model' must be a string", param="model")
     if model != served_model:
-        raise RequestError(f"model {model!r} does not exist; this server serves {served_model!r}", param="model",
+        raise RequestError(f"model {brief(model)} does not exist; this server serves {served_model!r}", param="model",
                            code="model_not_found", status=404)
     for name in UNSUPPORTED:
         if body.get(name) not in (None, False, 0, 0.0):
@@ -198,7 +213,7 @@ def parse_chat_request(body: Any, served_model: str) -> ChatRequest:
     if not isinstance(parallel, bool):
         raise RequestError("'parallel_tool_calls' must be a boolean", param="parallel_tool_calls")
     return ChatRequest(
-        messages=_messages(body.get("messages")),
+        messages=_messages(body.get("messages"), max_messages),
         max_tokens=max_tokens,
         temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
         top_p=_number(body, "top_p", 1.0, 0.0, 1.0) or 1e-6,  # top_p 0 means "only the top token"

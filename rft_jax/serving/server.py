@@ -15,11 +15,13 @@ import hmac
 import json
 import time
 
+from rft_jax.data.json_input import JsonError, TooLarge, parse_json, read_limited
 from rft_jax.data.reasoning import ReasoningPlan, render_prompt
 from rft_jax.data.tool_calls import tool_format
 from rft_jax.serving.bridge import EngineFailure, stream_choices
 from rft_jax.serving.engine import Engine
 from rft_jax.serving.protocol import (
+    MAX_MESSAGES,
     RequestError,
     chat_completion,
     chunk,
@@ -33,15 +35,19 @@ from rft_jax.serving.protocol import (
 from rft_jax.serving.reasoning import request_budgets
 from rft_jax.serving.tools import ToolStream, finish_reason, read_calls
 
-MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_BODY_BYTES = 8 * 1024 * 1024  # `rft-jax serve --max-body-mib`; a long conversation is well under 1 MiB
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def make_app(engine: Engine, tokenizer, model_name: str, *, token: str | None = None,
-             reasoning: ReasoningPlan | None = None):
+             reasoning: ReasoningPlan | None = None, max_body_bytes: int = MAX_BODY_BYTES,
+             max_messages: int = MAX_MESSAGES):
     """The ASGI app; the engine must already be started. `reasoning`: `plan_reasoning` of the server's
-    ReasoningConfig for this tokenizer (None: prompts rendered as they are, no thinking)."""
+    ReasoningConfig for this tokenizer (None: prompts rendered as they are, no thinking). A body over
+    `max_body_bytes` is refused (413) before it is read whole, and one of over `max_messages` messages (400)."""
+    from jinja2 import TemplateError  # noqa: PLC0415 (what a chat template's raise_exception raises)
     from starlette.applications import Starlette  # noqa: PLC0415
+    from starlette.exceptions import HTTPException  # noqa: PLC0415
     from starlette.requests import Request  # noqa: PLC0415
     from starlette.responses import JSONResponse, StreamingResponse  # noqa: PLC0415
     from starlette.routing import Route  # noqa: PLC0415
@@ -70,17 +76,22 @@ def make_app(engine: Engine, tokenizer, model_name: str, *, token: str | None = 
     async def chat(request: Request):
         if not authorized(request):
             return error(401, "missing or wrong bearer token", code="invalid_api_key")
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            return error(413, "request body too large")
         try:
-            req = parse_chat_request(json.loads(body), model_name)
-            # tools placed as training places them: natively, or the fallback in the system turn
-            prompt_ids = render_prompt(tokenizer, req.messages, req.offered_tools, reasoning)
+            body = parse_json(await read_limited(request.stream(), request.headers.get("content-length"),
+                                                 max_body_bytes))
+            req = parse_chat_request(body, model_name, max_messages=max_messages)
+        except TooLarge as err:
+            return error(413, str(err), code="request_too_large")
+        except JsonError as err:
+            return error(400, f"the request body is not a JSON object: {err}", code="invalid_json")
         except RequestError as err:
             return error(err.status, str(err), kind=err.kind, param=err.param, code=err.code)
-        except ValueError as err:  # bad JSON, or a chat template that rejects the messages or cannot show tools
-            return error(400, f"invalid request: {err}")
+        try:  # tools placed as training places them: natively, or the fallback in the system turn
+            prompt_ids = render_prompt(tokenizer, req.messages, req.offered_tools, reasoning)
+        except (ValueError, TypeError, KeyError, TemplateError, RecursionError) as err:
+            # the messages passed validation, but this model's chat template rejects them or cannot show the tools
+            return error(400, f"the chat template cannot render these messages: {brief_error(err)}",
+                         param="messages")
         room = engine.config.max_context - len(prompt_ids)
         if room < 1 or (req.max_tokens or 0) > room:
             return error(400, f"this model's context is {engine.config.max_context} tokens; the prompt has "
@@ -152,9 +163,21 @@ def make_app(engine: Engine, tokenizer, model_name: str, *, token: str | None = 
             yield line(usage_chunk(cid, model_name, tally(prompt_tokens, counts, thought)))
         yield "data: [DONE]\n\n"
 
+    async def http_error(request: Request, exc: HTTPException):  # a wrong path or method, as JSON
+        return error(exc.status_code, str(exc.detail), code="not_found" if exc.status_code == 404 else None)
+
+    async def crash(request: Request, exc: Exception):
+        # The traceback goes to the server log (starlette re-raises after this); the client gets no paths or code.
+        return error(500, "internal server error; the server log has the details", kind="server_error")
+
     return Starlette(routes=[
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
-    ])
+    ], exception_handlers={HTTPException: http_error, Exception: crash})
+
+
+def brief_error(err: BaseException, limit: int = 300) -> str:
+    text = str(err) or type(err).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
 

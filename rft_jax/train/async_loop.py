@@ -39,7 +39,8 @@ import numpy as np
 from jax.sharding import Mesh
 
 from rft_jax.parallel import lora_shardings, param_shardings
-from rft_jax.rewards.pool import PooledScorer, RewardPool, batched
+from rft_jax.rewards.pool import PooledScorer, RewardPool
+from rft_jax.rewards.process_pool import reward_pool
 from rft_jax.rollout.dynamic import fill_with_signal
 from rft_jax.rollout.engine import Rollouts, apply_scores, finish_scoring, generate_episodes, my_episodes, prompt_ids
 from rft_jax.rollout.episode import Episode
@@ -234,13 +235,6 @@ def staleness_metrics(step: int, groups: list[list[Episode]], max_staleness: int
             **{f"async/staleness_share/{k}": float(np.mean(lag == k)) for k in range(max_staleness + 1)}}
 
 
-def reward_pool(acfg: AsyncConfig, scorer) -> RewardPool:
-    """The run's reward workers, with the asynchronous settings' limits (chunk 0: per sample, or whole batches
-    for a batched reward)."""
-    chunk = acfg.reward_chunk_size or (0 if batched(scorer) else 1)
-    return RewardPool(scorer, workers=acfg.reward_workers, timeout_s=acfg.reward_timeout_s, chunk_size=chunk)
-
-
 def warn_uncorrected(cfg) -> None:
     """An asynchronous run whose loss ignores the lag (decoupled objective, no correction) is a valid
     baseline, but rarely what is meant."""
@@ -261,7 +255,7 @@ def train_async(trainer: Trainer, state, examples, steps: int, hooks: list[Hook]
     board, transfer = PolicyBoard(), PolicyTransfer(trainer, rollout_mesh)
     board.publish(trainer.rl_step(state), transfer(state))
     own = not isinstance(trainer.scorer, PooledScorer)  # run() hands in the run's pool
-    pool = reward_pool(acfg, trainer.scorer) if own else trainer.scorer.pool
+    pool = reward_pool(trainer.cfg.reward_workers, trainer.scorer) if own else trainer.scorer.pool
     producer = Producer(trainer, examples, ids, board, pool, acfg, rollout_mesh, start, steps)
     producer.thread.start()
     stopped = None

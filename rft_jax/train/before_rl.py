@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -135,3 +136,14 @@ def measure_before_rl(trainer: Trainer, state: TrainState, splits, scorers: dict
             "signal. Raise the temperature, shape the reward (partial credit), add a warm start "
             "(--warm-start.steps N), or pass --no-require-signal to go on anyway.")
     return trainer, state
+
+
+def measured_before_rl(run_dir: Path) -> dict:
+    """The test evaluations before RL (`base`, `warm_start`) that a resumed run's first attempt saved, so its
+    before/after table keeps them (the resumed run does not measure the base model again)."""
+    results = {}
+    for name in ("base", "warm_start"):
+        path = run_dir / f"eval_{name}.json"
+        if path.is_file():
+            results[name] = json.loads(path.read_text())["metrics"]
+    return results

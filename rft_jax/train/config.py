@@ -15,6 +15,7 @@ from rft_jax.model.lora import LoraConfig
 from rft_jax.model.registry import ModelSpec
 from rft_jax.parallel.distributed import DistributedConfig
 from rft_jax.parallel.mesh import MeshConfig
+from rft_jax.rewards.process_pool import RewardWorkersConfig
 from rft_jax.rewards.spec import RewardSpec, parse_spec
 from rft_jax.rollout.agent_config import AgentConfig
 from rft_jax.sampling.processors import SamplingParams
@@ -112,21 +113,13 @@ class DynamicSamplingConfig:
 @dataclasses.dataclass(frozen=True)
 class AsyncConfig:
     """Asynchronous RL (docs/async.md): rollouts and their rewards are produced while the trainer updates,
-    at most `max_staleness` policy versions ahead. Correct the lag with loss.off_policy (tis or mask)."""
+    at most `max_staleness` policy versions ahead. Correct the lag with loss.off_policy (tis or mask). The
+    rewards' workers and time limit are `reward_workers`, as in a synchronous run."""
 
     enabled: bool = False
     max_staleness: int = 1
     """K: an episode is trained on at most K updates after the policy that sampled it (0: each batch is
     sampled by the current policy, which reproduces the synchronous run bit for bit)."""
-    reward_workers: int = 4
-    """Reward calls running at once on the pool's threads (rft_jax/rewards/pool.py)."""
-    reward_timeout_s: float = 300.0
-    """A reward call running longer gives each of its samples an error (reward 0) and the run goes on: the
-    longest a reward can hold the trainer up. Evaluation's scorers get the same limit."""
-    reward_chunk_size: int = 0
-    """Samples per reward call. 0: one sample per call for per-sample rewards (a slow or failing sample fails
-    alone, and the workers score in parallel), a step's whole batch for batched ones (the remote endpoint,
-    functions with a `batched` form), which keeps their batching."""
     rollout_devices: int = 0
     """Devices of the rollout sub-mesh, the first ones of the device list; the rest train on `mesh`. After
     each update the new parameters (with LoRA, only the adapters) are copied to them. 0: one shared mesh."""
@@ -134,14 +127,11 @@ class AsyncConfig:
     """Layout of the rollout sub-mesh (data x fsdp x tensor over rollout_devices)."""
 
     def __post_init__(self):
-        if self.max_staleness < 0 or self.reward_workers < 1 or self.reward_timeout_s <= 0:
-            raise ValueError(f"asynchronous: max_staleness={self.max_staleness} must be >= 0, reward_workers="
-                             f"{self.reward_workers} >= 1 and reward_timeout_s={self.reward_timeout_s} > 0")
+        if self.max_staleness < 0 or self.rollout_devices < 0:
+            raise ValueError(f"asynchronous: max_staleness={self.max_staleness} and rollout_devices="
+                             f"{self.rollout_devices} must be >= 0")
         if self.rollout_mesh != MeshConfig() and not self.rollout_devices:
             raise ValueError("asynchronous.rollout_mesh lays out the rollout sub-mesh: set rollout_devices too")
-        if self.rollout_devices < 0 or self.reward_chunk_size < 0:
-            raise ValueError(f"asynchronous: rollout_devices={self.rollout_devices} and reward_chunk_size="
-                             f"{self.reward_chunk_size} must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +179,10 @@ class TrainConfig:
     reward: RewardArg = RewardSpec("math_answer")
     """The reward (rft_jax/rewards/spec.py): a registered name (rft_jax/rewards/registry.py), `module:function`,
     or a JSON spec such as {"name": "aggregate", "components": {...}}."""
+    reward_workers: RewardWorkersConfig = RewardWorkersConfig()
+    """Where rewards run and their time limit per call (rft_jax/rewards/process_pool.py): worker processes by
+    default, so a reward that hangs, crashes or returns NaN or an out-of-range score gives per-sample errors
+    (`reward/errors`) and the run goes on."""
     mode: Literal["lora", "full"] = "lora"
     lora: LoraConfig = LoraConfig()
     advantage: AdvantageConfig = AdvantageConfig()

@@ -54,6 +54,8 @@ def run_hooks(hooks: list[Hook], ctx: StepContext) -> None:
 
 
 def time_budget_hook(budget_s: float, started: float) -> Hook:
+    """Stops once `budget_s` seconds have passed since `started` (a `time.perf_counter()` reading; a resumed run
+    moves it back by the time its earlier attempts took, so the budget is the whole run's)."""
     def check(ctx: StepContext) -> None:
         if budget_s and agree(time.perf_counter() - started > budget_s):  # process 0's clock decides
             ctx.stop = ctx.stop or "time budget reached"

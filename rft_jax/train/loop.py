@@ -3,6 +3,9 @@
 Read top to bottom, `run` is the whole story. A step is `Trainer.step`
 (trainer.py); everything between steps (validation, early stopping, the time
 budget, alarms, logs, checkpoints) is a hook (hooks.py) with its interval.
+With --resume, a run picks up its checkpoint's state, its records (each step
+logged once), its clock (the time budget counts earlier attempts) and its base
+evaluation (the before/after table), so it ends as an uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -18,14 +21,12 @@ from jax.sharding import Mesh
 from rft_jax.checkpoint.store import RunCheckpoints
 from rft_jax.data.example import message_text
 from rft_jax.monitoring import MetricsWriter, plot_training_curves
-from rft_jax.monitoring.jsonl import drop_after_step
-from rft_jax.monitoring.writer import ALARMS_FILE, METRICS_FILE
 from rft_jax.parallel import initialize_distributed, is_primary, make_mesh, split_mesh, to_host
 from rft_jax.rewards.pool import PooledScorer
 from rft_jax.rollout.engine import prompt_ids
-from rft_jax.train import setup
+from rft_jax.train import preflight, setup
 from rft_jax.train.async_loop import reward_pool, train_async
-from rft_jax.train.before_rl import measure_before_rl, rebase
+from rft_jax.train.before_rl import measure_before_rl, measured_before_rl, rebase
 from rft_jax.train.config import TrainConfig
 from rft_jax.train.evals import eval_scorers, run_eval, validation_hook
 from rft_jax.train.hooks import Hook, StepContext, StopRequested, early_stopping_hook, run_hooks, time_budget_hook
@@ -37,6 +38,8 @@ def run(cfg: TrainConfig) -> dict:
     """Trains; returns the before/after evaluation metrics."""
     t_start = time.perf_counter()
     initialize_distributed(**dataclasses.asdict(cfg.distributed))  # before anything touches a device
+    # The model's files and family, the kernel, a writable out_dir with room: before any compute.
+    preflight.check_run(cfg, writes=is_primary())
     if jax.process_count() > 1:
         refuse_single_process_features(cfg)
         print(f"[rft-jax] process {jax.process_index()} of {jax.process_count()}: {jax.local_device_count()} of "
@@ -45,7 +48,7 @@ def run(cfg: TrainConfig) -> dict:
     cfg = setup.resolve_init_from(cfg)
     run_dir = Path(cfg.out_dir)
     inputs = setup.prepare(cfg, run_dir)
-    pool = reward_pool(cfg.asynchronous, inputs.scorer) if cfg.asynchronous.enabled else None
+    pool = reward_pool(cfg.reward_workers, inputs.scorer)  # every run scores through it (rewards/process_pool.py)
     try:
         return run_prepared(cfg, inputs, pool, rollout_mesh, mesh, run_dir, t_start)
     finally:
@@ -62,23 +65,28 @@ def run_prepared(cfg: TrainConfig, inputs: setup.Prepared, pool, rollout_mesh: M
                                    inputs.steps)
     ckpt = RunCheckpoints(run_dir, cfg.checkpoint.keep_latest, cfg.checkpoint.keep_best)
     state, meta, start = resume(cfg, ckpt, state, run_dir, trainer.updates_per_step)
+    started = t_start - meta.get("elapsed_s", 0.0)  # the run's clock counts its earlier attempts
     scorers = eval_scorers(cfg, inputs.scorer)
     if pool is not None:
         scorers = {name: s if isinstance(s, PooledScorer) else PooledScorer(s, pool) for name, s in scorers.items()}
-    writer = MetricsWriter(run_dir, total_steps=inputs.steps, is_primary=is_primary())
+    # A resumed run redoes the steps after its checkpoint; without one, it starts again from the base evaluation.
+    writer = MetricsWriter(run_dir, total_steps=inputs.steps, is_primary=is_primary(),
+                           keep_through=(start or -1) if cfg.resume else None)
     results: dict = {}
     try:
         if start == 0:
             trainer, state = measure_before_rl(trainer, state, inputs.splits, scorers, run_dir, writer, meta,
                                                results)
-        elif cfg.warm_start.steps > 0:  # the warm-started policy is again the base (LoRA) and the reference
-            trainer, _ = rebase(trainer, state, setup.warm_start_params(run_dir))
+        else:  # the first attempt measured the base: its table rows are read back
+            results.update(measured_before_rl(run_dir))
+            if cfg.warm_start.steps > 0:  # the warm-started policy is again the base (LoRA) and the reference
+                trainer, _ = rebase(trainer, state, setup.warm_start_params(run_dir))
         with StopRequested() as stop:
-            hooks = [stop.hook(), time_budget_hook(cfg.time_budget_s, t_start),
+            hooks = [stop.hook(), time_budget_hook(cfg.time_budget_s, started),
                      validation_hook(trainer, inputs.splits.val, scorers, run_dir, meta, ckpt),
                      early_stopping_hook(meta, cfg.evaluation.patience, cfg.evaluation.interval),
                      *([kl_monitor_hook(trainer, cfg.kl_monitor_interval)] if cfg.kl_monitor_interval else []),
-                     *logging_hooks(cfg, writer), checkpoint_hook(cfg, ckpt, meta)]
+                     *logging_hooks(cfg, writer), checkpoint_hook(cfg, ckpt, meta, started)]
             if cfg.asynchronous.enabled:
                 state, stopped = train_async(trainer, state, inputs.splits.train, inputs.steps, hooks, start,
                                              rollout_mesh)
@@ -89,7 +97,7 @@ def run_prepared(cfg: TrainConfig, inputs: setup.Prepared, pool, rollout_mesh: M
             return results
         early = bool(stopped and cfg.evaluation.patience and meta["bad_evals"] >= cfg.evaluation.patience)
         state = best_after_early_stop(trainer, state, ckpt) if early else state
-        return finish(trainer, state, inputs, scorers, run_dir, results, t_start)
+        return finish(trainer, state, inputs, scorers, run_dir, results, started)
     finally:
         writer.close()
         ckpt.close()
@@ -148,7 +156,11 @@ def resume(cfg: TrainConfig, ckpt: RunCheckpoints, state, run_dir: Path, updates
     """
     meta = {"best_val": None, "bad_evals": 0}
     step = ckpt.latest_step() if cfg.resume else None
+    if cfg.resume:  # best checkpoints after the one resumed from belong to an attempt whose steps are redone
+        ckpt.forget_best_after(step or 0)
     if step is None:
+        if cfg.resume:
+            print(f"[rft-jax] no checkpoint in {run_dir} yet: the run starts again from the top")
         return state, meta, 0
     state, meta = ckpt.restore(ckpt.latest, step, state)
     if int(state.step) != step * updates_per_step:
@@ -156,9 +168,6 @@ def resume(cfg: TrainConfig, ckpt: RunCheckpoints, state, run_dir: Path, updates
             f"the checkpoint of step {step} in {run_dir} holds {int(state.step)} optimizer updates, not "
             f"{step} x {updates_per_step} (ppo_epochs x ppo_minibatches): resume with the settings the run "
             "started with")
-    if is_primary():  # the steps after the checkpoint are trained again: their earlier records go
-        for name in (METRICS_FILE, ALARMS_FILE):
-            drop_after_step(run_dir / name, step)
     print(f"[rft-jax] resumed from step {step} in {run_dir}")
     return state, meta, step
 
@@ -192,14 +201,20 @@ def logging_hooks(cfg: TrainConfig, writer: MetricsWriter) -> list[Hook]:
             Hook("rollout_log", log_rollouts, every=cfg.rollout_log_interval)]
 
 
-def checkpoint_hook(cfg: TrainConfig, ckpt: RunCheckpoints, meta: dict) -> Hook:
-    return Hook("checkpoint", lambda ctx: ckpt.save_latest(ctx.step, ctx.state, meta), every=cfg.checkpoint.interval,
-                at_last=True, at_stop=True)
+def checkpoint_hook(cfg: TrainConfig, ckpt: RunCheckpoints, meta: dict, started: float) -> Hook:
+    """The latest checkpoint, whose metadata carries the run's elapsed time (a resumed run's time budget goes on
+    from there)."""
+    def save(ctx: StepContext) -> None:
+        meta["elapsed_s"] = time.perf_counter() - started
+        ckpt.save_latest(ctx.step, ctx.state, meta)
+
+    return Hook("checkpoint", save, every=cfg.checkpoint.interval, at_last=True, at_stop=True)
 
 
 def finish(trainer: Trainer, state, inputs: setup.Prepared, scorers: dict, run_dir: Path, results: dict,
-           t_start: float) -> dict:
-    """The final test evaluation, the curves, the export and results.json."""
+           started: float) -> dict:
+    """The final test evaluation, the curves, the export and results.json (its wall time counts every attempt
+    of a resumed run: `started` is shifted back by the earlier ones)."""
     cfg = trainer.cfg
     results["final_step"] = trainer.rl_step(state)
     if inputs.splits.test:
@@ -214,7 +229,7 @@ def finish(trainer: Trainer, state, inputs: setup.Prepared, scorers: dict, run_d
             base = setup.warm_start_params(run_dir) if cfg.warm_start.steps > 0 else inputs.params
             export_run(cfg, inputs.model_cfg, base, trainable, inputs.tokenizer, run_dir / "export",
                        base_origin=setup.base_origin(cfg, run_dir))
-    results["wall_seconds"] = time.perf_counter() - t_start
+    results["wall_seconds"] = time.perf_counter() - started
     if is_primary():
         (run_dir / "results.json").write_text(json.dumps(results, indent=1))
     return results

@@ -24,6 +24,7 @@ from rft_jax.model.lora import init_lora
 from rft_jax.model.tokenizer import load_tokenizer
 from rft_jax.parallel.distributed import barrier, is_primary
 from rft_jax.rewards import build_reward
+from rft_jax.rewards.sandbox import SandboxUnavailable
 from rft_jax.train.config import TrainConfig
 from rft_jax.train.memory import memory_problem
 
@@ -108,7 +109,7 @@ def load_splits(cfg: TrainConfig, run_dir: Path, tokenizer, needs_reference: boo
 def build_scorer(spec):
     try:
         return build_reward(spec)
-    except (ValueError, TypeError, ImportError, AttributeError) as err:
+    except (ValueError, TypeError, ImportError, AttributeError, SandboxUnavailable) as err:
         raise ConfigError(f"reward {spec!r}: {err}") from err
 
 

@@ -41,12 +41,21 @@ def call_with_retries(url: str, items: list[dict], *, token: str | None, timeout
             response = post_json(url, items, token=token, timeout_s=timeout_s)
             return match_response(items, response)
         except urllib.error.HTTPError as err:
-            last_error = f"HTTP {err.code} {err.reason}"
+            last_error = f"HTTP {err.code} {err.reason}{_error_message(err)}"
             if err.code not in RETRY_STATUS:
                 break  # 4xx: retrying will not help
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError, json.JSONDecodeError) as err:
             last_error = f"{type(err).__name__}: {getattr(err, 'reason', err)}"
     return [failed(f"remote: {last_error} after {attempt + 1} attempt(s)") for _ in items]
+
+
+def _error_message(err: urllib.error.HTTPError) -> str:
+    """The server's own reason (e.g. too many samples), from an OpenAI-style error body, if it sent one."""
+    try:
+        message = json.loads(err.read(4096) or b"null")["error"]["message"]
+    except Exception:  # noqa: BLE001 - a body that says nothing useful adds nothing
+        return ""
+    return f": {str(message)[:300]}"
 
 
 def match_response(items: list[dict], response: object) -> list[RewardResult]:

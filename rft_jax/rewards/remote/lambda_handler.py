@@ -14,9 +14,11 @@ An event from API Gateway or a function URL ({"body": "<JSON list>"}) is answere
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import os
 
+from rft_jax.data.json_input import JsonError, parse_json
 from rft_jax.rewards.remote.protocol import score_items
 from rft_jax.rewards.spec import RewardSpec, parse_spec
 
@@ -71,14 +73,25 @@ def write_handler(reward: str | dict | RewardSpec, out: str) -> str:
     return out
 
 
+def _http(status: int, payload) -> dict:
+    return {"statusCode": status, "headers": {"Content-Type": "application/json"}, "body": json.dumps(payload)}
+
+
 def handle(scorer, event):
     """Score a Lambda event: the list of samples, or an HTTP event whose body holds it."""
     if isinstance(event, dict) and "body" in event:
         body = event["body"]
         if isinstance(body, str):
-            body = json.loads(base64.b64decode(body) if event.get("isBase64Encoded") else body)
-        return {"statusCode": 200, "headers": {"Content-Type": "application/json"},
-                "body": json.dumps(handle(scorer, body))}
+            try:
+                body = parse_json(base64.b64decode(body, validate=True) if event.get("isBase64Encoded") else body)
+            except (JsonError, binascii.Error) as err:  # the caller's mistake: a 400 that says why, no traceback
+                return _http(400, {"error": {"message": f"request body: {err}", "type": "invalid_request_error",
+                                             "param": None, "code": None}})
+        if not isinstance(body, list):
+            return _http(400, {"error": {"message": "request body: a JSON list of samples, got "
+                                         f"{type(body).__name__}", "type": "invalid_request_error",
+                                         "param": None, "code": None}})
+        return _http(200, handle(scorer, body))
     if not isinstance(event, list):
         raise ValueError(f"the reward Lambda's event is a list of samples, got {type(event).__name__}")
     replies = score_items(scorer, event)

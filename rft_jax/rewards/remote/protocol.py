@@ -13,6 +13,7 @@ stay distinguishable.
 
 from __future__ import annotations
 
+from rft_jax.data.chat_text import ACCEPTED_ROLES, block_kind
 from rft_jax.data.example import Example, message_text
 from rft_jax.rewards.result import RewardResult, failed
 
@@ -30,15 +31,21 @@ def request_item(example: Example, completion: str, position: int) -> dict:
 
 
 def parse_request_item(item: dict) -> tuple[Example, str]:
-    """Inverse of request_item, on the server side; raises ValueError on a malformed item."""
-    if not isinstance(item, dict) or not isinstance(item.get("messages"), list) or not item["messages"]:
-        raise ValueError("each item needs a non-empty 'messages' list")
+    """Inverse of request_item, on the server side; raises ValueError naming the malformed field."""
+    if not isinstance(item, dict):
+        raise ValueError(f"a sample must be an object, got {type(item).__name__}")
+    if not isinstance(item.get("messages"), list) or not item["messages"]:
+        raise ValueError("messages: must be a non-empty list, the prompt then the assistant's completion")
+    for i, message in enumerate(item["messages"]):
+        check_message(message, f"messages[{i}]")
     messages, last = item["messages"][:-1], item["messages"][-1]
-    if not isinstance(last, dict) or last.get("role") != "assistant":
-        raise ValueError("the last message must be the assistant's completion")
+    if last.get("role") != "assistant":
+        raise ValueError(f"the last message must be the assistant's completion (messages[{len(messages)}].role)")
+    if item.get("id") is not None and not isinstance(item["id"], (str, int)):
+        raise ValueError(f"id: must be a string or integer, got {type(item['id']).__name__}")
     metadata = item.get("metadata") or {}
     if not isinstance(metadata, dict):
-        raise ValueError(f"'metadata' must be an object, got {type(metadata).__name__}")
+        raise ValueError(f"metadata: must be an object, got {type(metadata).__name__}")
     # Both layouts in one dict: the row's own top-level fields over Bedrock's nested metadata.
     fields = {**metadata, **{k: v for k, v in item.items() if k not in ENVELOPE}}
     reference = fields.pop("reference_answer", None)
@@ -46,6 +53,21 @@ def parse_request_item(item: dict) -> tuple[Example, str]:
     example = Example(id=str(item.get("id", "")), messages=messages, reference_answer=reference, tools=tools,
                       metadata=fields)
     return example, message_text(last)
+
+
+def check_message(message: object, where: str) -> None:
+    """A turn a reward can read: a known role, and content that is text (a string, text parts or null)."""
+    if not isinstance(message, dict):
+        raise ValueError(f"{where}: must be an object with role and content, got {type(message).__name__}")
+    if message.get("role") not in ACCEPTED_ROLES:
+        raise ValueError(f"{where}.role: must be one of {', '.join(ACCEPTED_ROLES)}")
+    content = message.get("content")
+    if isinstance(content, list):
+        bad = next((j for j, part in enumerate(content) if block_kind(part) != "text"), None)
+        if bad is not None:
+            raise ValueError(f'{where}.content[{bad}]: must be a text part, {{"type": "text", "text": "..."}}')
+    elif content is not None and not isinstance(content, str):
+        raise ValueError(f"{where}.content: must be a string or a list of text parts, got {type(content).__name__}")
 
 
 def response_item(item_id: str, result: RewardResult) -> dict:

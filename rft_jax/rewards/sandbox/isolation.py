@@ -1,13 +1,15 @@
-"""How the sandbox is isolated from the host, chosen once per process and logged.
+"""How the sandbox is isolated from the host: bubblewrap, or a weaker backend only when named.
 
-Layers, strongest available first:
+Backends:
   bwrap    bubblewrap: new network, PID, IPC and UTS namespaces; the root file
            system read-only; a private /tmp; only the work dir writable.
   unshare  util-linux unshare: new network and PID namespaces. The file system is
            not made read-only, so writes outside the work dir are stopped only by
            the dropped user id (when the host runs as root) and the Python guard.
-  none     no namespaces: no network isolation except the Python guard. Logged as
-           a warning; install bubblewrap (`apt-get install bubblewrap`).
+  none     no namespaces: no network isolation except the Python guard.
+`auto` means bubblewrap and fails closed: when bubblewrap is missing or does not
+work here, it raises SandboxUnavailable (naming the fix) before any code runs. A
+weaker backend is used only when the caller names it (`backend="unshare"`/"none").
 On top of every backend: rlimits, a scrubbed environment, a fresh work dir, and,
 when running as root, a per-slot unprivileged user id.
 """
@@ -22,6 +24,13 @@ import subprocess
 
 log = logging.getLogger(__name__)
 BACKENDS = ("bwrap", "unshare", "none")
+FIX = ("install bubblewrap (`apt-get install bubblewrap`; in a container, allow user namespaces), or opt into "
+       "a weaker isolation by naming it: sandbox_backend=\"unshare\" (no read-only file system) or "
+       "sandbox_backend=\"none\" (no namespaces: only rlimits and a Python audit hook)")
+
+
+class SandboxUnavailable(RuntimeError):
+    """The requested isolation does not work on this machine; raised before any code runs."""
 
 
 def _works(cmd: list[str], user: int | None) -> bool:
@@ -34,23 +43,22 @@ def _works(cmd: list[str], user: int | None) -> bool:
 
 @functools.cache
 def choose_backend(preferred: str = "auto", probe_uid: int | None = None) -> str:
-    """The strongest backend that actually works here (tried, not just found on PATH)."""
-    candidates = BACKENDS if preferred == "auto" else (preferred,)
-    for backend in candidates:
-        unprivileged = probe_uid is not None or os.geteuid() != 0
-        if backend == "none" or (shutil.which(backend)
-                                 and _works(namespace_prefix(backend, "/", unprivileged=unprivileged), probe_uid)):
-            if backend == "bwrap":
-                log.info("sandbox: using bubblewrap (network, PID namespaces; read-only root file system)")
-            elif backend == "unshare":
-                log.warning("sandbox: using `unshare` (bubblewrap %s): network and PID namespaces only; the file "
-                            "system is not read-only outside the work dir", "not requested" if preferred != "auto"
-                            else "not available")
-            else:
-                log.warning("sandbox: no namespace tool works here (bwrap, unshare); NETWORK IS NOT ISOLATED "
-                            "beyond the Python guard. Install bubblewrap: apt-get install bubblewrap")
-            return backend
-    raise RuntimeError(f"sandbox backend {preferred!r} does not work on this machine")
+    """The backend to run with, tried here (not just found on PATH); never a silent downgrade."""
+    if preferred not in ("auto", *BACKENDS):
+        raise ValueError(f"sandbox backend must be one of auto, {', '.join(BACKENDS)}; got {preferred!r}")
+    backend = "bwrap" if preferred == "auto" else preferred
+    unprivileged = probe_uid is not None or os.geteuid() != 0
+    if backend != "none" and not (shutil.which(backend)
+                                  and _works(namespace_prefix(backend, "/", unprivileged=unprivileged), probe_uid)):
+        raise SandboxUnavailable(f"sandbox backend {backend!r} does not work on this machine; {FIX}")
+    if backend == "bwrap":
+        log.info("sandbox: using bubblewrap (network, PID namespaces; read-only root file system)")
+    elif backend == "unshare":
+        log.warning("sandbox: using `unshare` as requested: network and PID namespaces only; the file "
+                    "system is not read-only outside the work dir")
+    else:
+        log.warning("sandbox: backend 'none' as requested: NETWORK IS NOT ISOLATED beyond the Python guard")
+    return backend
 
 
 def namespace_prefix(backend: str, workdir: str, *, unprivileged: bool) -> list[str]:

@@ -25,10 +25,12 @@ class SandboxPool:
         for slot in range(max_workers):
             self._uids.put(default_uid() + 1 + slot)
 
-    def run(self, files: dict[str, str], entry: str, args: tuple[str, ...] = ()) -> SandboxResult:
+    def run(self, files: dict[str, str], entry: str, args: tuple[str, ...] = (), **options) -> SandboxResult:
+        """One run on a free uid slot; `options` (limits, pass_fds, stop) go to run_python."""
         uid = self._uids.get()
         try:
-            return run_python(files, entry, limits=self.limits, backend=self.backend, uid=uid, args=args)
+            return run_python(files, entry, **{"limits": self.limits, "backend": self.backend, **options},
+                              uid=uid, args=args)
         finally:
             self._uids.put(uid)
 

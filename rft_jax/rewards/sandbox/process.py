@@ -18,6 +18,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -30,7 +31,7 @@ SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 @dataclasses.dataclass(frozen=True)
 class SandboxResult:
-    status: str  # ok | error | timeout | cpu_limit | memory_limit | output_limit | sandbox_error
+    status: str  # ok | error | timeout | cpu_limit | memory_limit | output_limit | stopped | sandbox_error
     returncode: int | None
     output: str  # stdout and stderr interleaved, truncated to the limit
     seconds: float
@@ -52,16 +53,30 @@ REASONS = {
     "cpu_limit": "CPU time limit (RLIMIT_CPU) reached",
     "memory_limit": "MemoryError at the address-space limit (RLIMIT_AS)",
     "output_limit": "output exceeded the size limit; process tree killed",
+    "stopped": "stopped by the caller; process tree killed",
 }
 
 
 def run_python(files: dict[str, str], entry: str, *, limits: SandboxLimits = SandboxLimits(),
-               backend: str = "auto", uid: int | None = None, args: tuple[str, ...] = ()) -> SandboxResult:
+               backend: str = "auto", uid: int | None = None, args: tuple[str, ...] = (),
+               pass_fds: tuple[int, ...] = (), stop: threading.Event | None = None) -> SandboxResult:
     """Run `entry` (one of `files`, written to a fresh work dir) under `limits`.
 
     `uid`: when the host runs as root, the unprivileged user id to run as (give each
     concurrent run its own, see SandboxPool); defaults to one derived from our pid.
+    `pass_fds`: descriptors the program inherits (pipes to another process). They become
+    ours: closed once the program holds them (or on any failure), so its peer sees EOF when it ends.
+    `stop`: when set, the run is killed and reported as `stopped` (its peer has finished).
     """
+    owned = list(pass_fds)
+    try:
+        return _run(files, entry, limits, backend, uid, args, owned, stop)
+    finally:
+        _close(owned)  # those not handed over already
+
+
+def _run(files: dict[str, str], entry: str, limits: SandboxLimits, backend: str, uid: int | None,
+         args: tuple[str, ...], owned: list[int], stop: threading.Event | None) -> SandboxResult:
     as_root = os.geteuid() == 0
     run_uid = (uid if uid is not None else default_uid()) if as_root else None
     backend = choose_backend(backend, run_uid)
@@ -81,10 +96,15 @@ def run_python(files: dict[str, str], entry: str, *, limits: SandboxLimits = San
         user = {"user": run_uid, "group": run_uid, "extra_groups": []} if run_uid is not None else {}
         try:
             proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, start_new_session=True, **user)
+                                    stderr=subprocess.STDOUT, start_new_session=True, pass_fds=tuple(owned),
+                                    **user)
         except OSError as err:
             return SandboxResult("sandbox_error", None, f"could not start sandbox: {err}", 0.0, backend)
-        output, reason = collect(proc, limits.max_output_bytes, start + limits.wall_s)
+        finally:
+            _close(owned)
+        output, reason = collect(proc, limits.max_output_bytes, start + limits.wall_s, stop)
+        if reason == "stopped" and proc.poll() is not None:  # it ended on its own first: say how
+            reason = None
         kill_tree(proc, run_uid)
         status = reason or classify(proc.returncode, output)
         text = output.decode("utf-8", "replace")
@@ -93,16 +113,20 @@ def run_python(files: dict[str, str], entry: str, *, limits: SandboxLimits = San
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def collect(proc: subprocess.Popen, max_bytes: int, deadline: float) -> tuple[bytes, str | None]:
-    """Read output until EOF; stop early at the deadline or the size limit (returning why)."""
+def collect(proc: subprocess.Popen, max_bytes: int, deadline: float,
+            stop: threading.Event | None = None) -> tuple[bytes, str | None]:
+    """Read output until EOF; stop early at the deadline, the size limit or `stop` (returning why)."""
     chunks, size = [], 0
+    poll = 0.5 if stop is None else 0.02
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout, selectors.EVENT_READ)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return b"".join(chunks), "timeout"
-            if not sel.select(timeout=min(remaining, 0.5)):
+            if stop is not None and stop.is_set():
+                return b"".join(chunks), "stopped"
+            if not sel.select(timeout=min(remaining, poll)):
                 continue
             data = os.read(proc.stdout.fileno(), 65536)
             if not data:
@@ -111,10 +135,12 @@ def collect(proc: subprocess.Popen, max_bytes: int, deadline: float) -> tuple[by
             size += len(data)
             if size > max_bytes:
                 return b"".join(chunks)[:max_bytes], "output_limit"
-    try:
-        proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        return b"".join(chunks), "timeout"
+    while proc.poll() is None:  # output closed but still running: wait, heeding `stop`
+        if time.monotonic() >= deadline:
+            return b"".join(chunks), "timeout"
+        if stop is not None and stop.is_set():
+            return b"".join(chunks), "stopped"
+        time.sleep(poll / 5)
     return b"".join(chunks), None
 
 
@@ -157,6 +183,15 @@ def kill_tree(proc: subprocess.Popen, run_uid: int | None) -> None:
                 _kill(pid)
             time.sleep(0.01)
     proc.stdout.close()
+
+
+def _close(fds: list[int]) -> None:
+    """Close and forget each descriptor, so a second call cannot close a number reused meanwhile."""
+    while fds:
+        try:
+            os.close(fds.pop())
+        except OSError:
+            pass
 
 
 def children_of(pid: int) -> list[int]:
