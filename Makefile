@@ -54,8 +54,8 @@ lint: setup-test
 # Two workers, a test file each at a time (module fixtures are built once): most tests are bound by XLA's
 # single-threaded compiles, so two run side by side in about 60% of the time of one after the other.
 test: setup-test lint
-	GLIBC_TUNABLES=glibc.malloc.hugetlb=1 $(BIN)/python -m pytest -m "not slow" --timeout=900 -q --durations=15 \
-	  -n 2 --dist loadfile
+	RFT_JAX_REQUIRE_SANDBOX=1 GLIBC_TUNABLES=glibc.malloc.hugetlb=1 $(BIN)/python -m pytest -m "not slow" \
+	  --timeout=900 -q --durations=15 -n 2 --dist loadfile
 
 test-slow: setup-test
 	GLIBC_TUNABLES=glibc.malloc.hugetlb=1 $(BIN)/python -m pytest -m "slow" --timeout=3600 -q

@@ -28,6 +28,10 @@ try:
     NO_BWRAP = None
 except isolation.SandboxUnavailable as err:
     NO_BWRAP = str(err)
+# `make test` (CI) installs bubblewrap and sets RFT_JAX_REQUIRE_SANDBOX=1: there a sandbox that does not work
+# fails these tests rather than skipping them unnoticed.
+if NO_BWRAP is not None and os.environ.get("RFT_JAX_REQUIRE_SANDBOX") == "1":
+    raise RuntimeError(f"RFT_JAX_REQUIRE_SANDBOX=1 but bubblewrap does not work here: {NO_BWRAP}")
 needs_bwrap = pytest.mark.skipif(NO_BWRAP is not None, reason=f"bubblewrap does not work here: {NO_BWRAP}")
 
 EX = Example(id="add", messages=[{"role": "user", "content": "write add"}], reference_answer=None,
@@ -112,6 +116,33 @@ def test_forged_results_score_zero(name):
     program = FORGES[name] if "def add" in FORGES[name] else FORGES[name] + WRONG
     (forged, honest), results = scores([f"```python\n{program}```", CORRECT])
     assert (forged, honest) == (0.0, 1.0), results[0]
+
+
+PREDICATE = Example(id="even", messages=[{"role": "user", "content": "write is_even"}], reference_answer=None,
+                    metadata={"tests": ["assert all(map(is_even, [2, 4, 6])) and not any(map(is_even, [1, 3]))",
+                                        "assert is_even(8)", "assert sorted(evens([3, 2, 4])) == [2, 4]"]})
+
+
+@needs_bwrap
+@pytest.mark.parametrize("program", [
+    "def is_even(n):\n    raise StopIteration\ndef evens(xs):\n    raise StopIteration\n",  # ends all()/map()
+    "class Yes:\n    def __bool__(self):\n        return True\n    def __eq__(self, other):\n        return True\n"
+    "    def __lt__(self, other):\n        return False\n"
+    "def is_even(n):\n    return Yes()\ndef evens(xs):\n    return [Yes(), Yes()]\n",  # truthy, equal to all
+], ids=["stop_iteration", "truthy_objects"])
+def test_forged_predicates_score_zero(program):
+    honest = "def is_even(n):\n    return n % 2 == 0\ndef evens(xs):\n    return [x for x in xs if x % 2 == 0]\n"
+    results = build_reward(SPEC).score_batch([PREDICATE] * 2, [f"```python\n{p}```" for p in (program, honest)])
+    assert [r.score for r in results] == [0.0, 1.0], results
+
+
+@needs_bwrap
+def test_the_hosts_files_are_out_of_sight():
+    """The run's data (tests, reference answers) must not be readable: only system folders are bound."""
+    here = os.path.abspath(__file__)
+    peek = f"import os\nSEEN = os.path.exists({here!r}) or os.path.exists({os.getcwd()!r})\n" \
+           "def add(a, b):\n    return a + b if SEEN else None\n"
+    assert scores([f"```python\n{peek}```"])[0] == [0.0]
 
 
 @needs_bwrap
@@ -286,3 +317,13 @@ def test_a_weaker_backend_runs_only_when_named(monkeypatch, fresh_backend_choice
                         real_which(cmd, *a, **k))
     spec = {**SPEC, "sandbox_backend": "none"}
     assert scores([f"```python\n{FORGES['argv_nonce']}{WRONG}```", CORRECT], spec)[0] == [0.0, 1.0]
+
+
+@needs_bwrap
+def test_honest_numbers_without_a_wire_type_still_compare():
+    """A Fraction (or a numpy number) is compared by its Python value, not failed for having no plain type."""
+    half = Example(id="half", messages=[{"role": "user", "content": "write half"}], reference_answer=None,
+                   metadata={"tests": ["assert half(1) == 0.5", "assert half(4) == 2"]})
+    program = "from fractions import Fraction\ndef half(n):\n    return Fraction(n, 2)\n"
+    results = build_reward(SPEC).score_batch([half], [f"```python\n{program}```"])
+    assert [r.score for r in results] == [1.0], results

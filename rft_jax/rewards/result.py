@@ -59,7 +59,7 @@ def score_problem(result: RewardResult, low: float, high: float) -> str | None:
     score = result.score
     if not isinstance(score, numbers.Real) or not math.isfinite(score):  # even beside an error: it is trained on
         return f"reward returned a non-finite score {score!r}"
-    if result.error is None and not low - 1e-9 <= score <= high + 1e-9:  # float rounding is no error
+    if not low - 1e-9 <= score <= high + 1e-9:  # float rounding is no error; an error's score is trained on too
         return f"reward returned {float(score):g}, outside its range [{low:g}, {high:g}]"
     return None
 

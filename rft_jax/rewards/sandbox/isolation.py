@@ -1,8 +1,9 @@
 """How the sandbox is isolated from the host: bubblewrap, or a weaker backend only when named.
 
 Backends:
-  bwrap    bubblewrap: new network, PID, IPC and UTS namespaces; the root file
-           system read-only; a private /tmp; only the work dir writable.
+  bwrap    bubblewrap: new network, PID, IPC and UTS namespaces; of the host's
+           files only the system folders and the interpreter's, read-only (not
+           the run's data); a private /tmp; only the work dir writable.
   unshare  util-linux unshare: new network and PID namespaces. The file system is
            not made read-only, so writes outside the work dir are stopped only by
            the dropped user id (when the host runs as root) and the Python guard.
@@ -20,7 +21,9 @@ import functools
 import logging
 import os
 import shutil
+import stat
 import subprocess
+import sys
 
 log = logging.getLogger(__name__)
 BACKENDS = ("bwrap", "unshare", "none")
@@ -61,11 +64,40 @@ def choose_backend(preferred: str = "auto", probe_uid: int | None = None) -> str
     return backend
 
 
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+
+
+def _reachable_by_others(folder: str) -> bool:
+    """Whether another user can reach `folder` (every folder on its path lets others through): a sandbox run
+    under its own uid cannot bind a path it cannot reach (bubblewrap refuses to start)."""
+    path = os.path.realpath(folder)
+    while True:
+        if not os.stat(path).st_mode & stat.S_IXOTH:
+            return False
+        if path == "/":
+            return True
+        path = os.path.dirname(path)
+
+
+@functools.cache
+def system_binds(other_user: bool = False) -> tuple[str, ...]:
+    """What a bubblewrap sandbox sees of the host, read-only: the system's programs and libraries and the
+    interpreter's own prefix, never the whole file system (which would show a program the run's data files,
+    tests and reference answers included). `other_user`: the sandbox runs under a uid of its own."""
+    out: list[str] = []
+    for folder in dict.fromkeys((*SYSTEM_DIRS, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable)))):
+        if os.path.islink(folder):  # e.g. /bin -> usr/bin on merged-/usr systems
+            out += ["--symlink", os.readlink(folder), folder]
+        elif os.path.isdir(folder) and (not other_user or _reachable_by_others(folder)):
+            out += ["--ro-bind", folder, folder]
+    return tuple(out)
+
+
 def namespace_prefix(backend: str, workdir: str, *, unprivileged: bool) -> list[str]:
     """The command that wraps the interpreter; `unprivileged` when it will not run as root."""
     if backend == "bwrap":
-        return ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--as-pid-1",
-                "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+        return ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--as-pid-1", *system_binds(unprivileged and os.geteuid() == 0),
+                "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
                 "--tmpfs", "/dev/shm", "--bind", workdir, workdir, "--chdir", workdir]
     if backend == "unshare":
         user = ["--user", "--map-root-user"] if unprivileged else []

@@ -45,9 +45,14 @@ class Channel:
         return wire.decode(reply.get("ok"), Remote)
 
 
+# The iteration protocol's signals: raised into the judge they would end the test's own loops early, so
+# `all(map(pred, xs))` over a `pred` that raises StopIteration would pass.
+NOT_REBUILT = (StopIteration, StopAsyncIteration)
+
+
 def rebuilt(name, message):
     cls = getattr(builtins, name, None)
-    if isinstance(cls, type) and issubclass(cls, Exception):
+    if isinstance(cls, type) and issubclass(cls, Exception) and not issubclass(cls, NOT_REBUILT):
         try:
             return cls(message)
         except Exception:  # noqa: BLE001 (an exception type needing other arguments)
@@ -87,12 +92,12 @@ class Remote:
         return CHANNEL.ask("value", target=self._key)
 
     def __eq__(self, other):
-        if isinstance(other, Remote):
-            return CHANNEL.ask("eq", target=self._key, other=other._key) is True
+        # Two solution objects too are compared by their plain values here: the solution's own __eq__ could
+        # say anything. Objects with no plain value cannot be compared, and the test fails.
         try:
-            return self._plain() == other
+            return self._plain() == (other._plain() if isinstance(other, Remote) else other)
         except TypeError:
-            return NotImplemented
+            raise SolutionError(f"a solution object with no plain value was compared ({self!r})") from None
 
     def __ne__(self, other):
         equal = self.__eq__(other)
@@ -104,8 +109,8 @@ class Remote:
     def __bool__(self):
         try:
             return bool(self._plain())
-        except TypeError:
-            return True  # as for any object without __bool__ or __len__
+        except TypeError:  # its truth would be the solution's to say: `assert f(x)` must not pass on that
+            raise SolutionError(f"a solution object with no plain value was tested for truth ({self!r})") from None
 
     def __repr__(self):
         return f"<solution object {self._key}>"

@@ -23,6 +23,10 @@ def plain(obj):
             return base(obj)
     if hasattr(obj, "__next__"):
         return list(obj)
+    if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # numpy scalars and arrays: their Python values
+        return obj.tolist()
+    if type(obj).__name__ in ("Decimal", "Fraction"):  # numbers the wire has no type for
+        return float(obj)
     raise TypeError(f"{type(obj).__name__} object has no plain value to compare")
 
 
