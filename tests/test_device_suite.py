@@ -51,7 +51,7 @@ def test_dry_run_prints_every_part(wheel_dir, tmp_path):
                 "[env]", "-m benchmarks.device_env --json WORK/env.json",
                 "[gpu_tests]", "-m pytest -q -m gpu", "tests/test_kernels_fused_logprob.py",
                 "[kernels]", "-m benchmarks.kernels --sizes 8192:151936:896 --memory-sizes none --dtype bfloat16",
-                "[mfu_lora]", "-m benchmarks.device_mfu --mode lora --fallback-impl xla_chunked",
+                "[mfu_lora]", "-m benchmarks.device_mfu --mode lora --logprob-impl pallas --fallback-impl xla_chunked",
                 "[mfu_full]", "--mode full", "[decode]", "-m benchmarks.device_decode --json WORK/decode.json",
                 "[report]", "--parts install,env,gpu_tests,kernels,mfu_lora,mfu_full,decode",
                 "deadline 465 s", f"PYTHONPATH={REPO}:/tmp/rft_jax_site"]

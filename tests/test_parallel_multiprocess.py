@@ -17,6 +17,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from tests import parallel_worker
 
@@ -55,6 +56,7 @@ def _wait(procs: list[subprocess.Popen]) -> list[str]:
     return logs
 
 
+@pytest.mark.slow  # the hand-built loop; tests/test_parallel_train_cli.py runs `rft-jax train` itself in the default suite
 def test_two_processes_match_one_and_their_checkpoint_restores_in_one(tmp_path):
     single_dir = tmp_path / "single"
     single_dir.mkdir()
