@@ -3,6 +3,9 @@
 Command:   python experiments/arithmetic_lora.py      (or: rft-jax train --config experiments/arithmetic_lora.py)
 Hardware:  2-core CPU, no GPU; about 30 minutes end to end.
 Result:    see the README's before/after table (held-out test split, 200 problems, seed 3).
+
+Sweep:     rft-jax sweep experiments/arithmetic_lora.py    (SWEEP below: 3 learning rates x 3 seeds, 9 runs of
+           about 30 minutes each, one at a time on this hardware; --dry-run prints them; docs/sweeps.md)
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from rft_jax.data.tasks.prompt import PromptStyle
 from rft_jax.grpo import GRPOLossConfig, OptimizerConfig
 from rft_jax.model.lora import LoraConfig
 from rft_jax.rewards.spec import RewardSpec
+from rft_jax.sweep import Sweep, grid
 from rft_jax.train.config import DataConfig, EvalConfig, SamplingConfig, TaskData, TrainConfig, WarmStartConfig
 
 STRICT = RewardSpec("math_answer", {"mode": "strict_line"})  # the `ANSWER: <n>` line is right
@@ -44,6 +48,9 @@ CONFIG = TrainConfig(
     time_budget_s=23 * 60,
     out_dir="runs/arithmetic_lora",
 )
+
+# The learning rate around the tuned one (x 1/2, x 1, x 2), each with three seeds (runs/sweeps/arithmetic_lora/).
+SWEEP = Sweep(arms=grid({"optimizer.learning_rate": [1.75e-4, 3.5e-4, 7e-4]}), seeds=(0, 1, 2))
 
 if __name__ == "__main__":
     from rft_jax.cli.train import cli_with_default  # noqa: PLC0415

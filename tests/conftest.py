@@ -6,6 +6,11 @@ import os
 
 # Tests see 8 fake CPU devices (sharding tests); must be set before JAX starts.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# The suite is bound by XLA:CPU compiles of tiny programs (backend compile was 214 s of a 254 s run of three
+# files), and LLVM's optimisation passes are most of a compile: at level 0 the same run compiled in 140 s and
+# ran in 187 s. Runtime speed is not what these tests measure. Not on accelerators (the device suite).
+if os.environ.get("JAX_PLATFORMS", "cpu") == "cpu" and "xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]:
+    os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=0"
 # XLA:CPU runs the fake devices' collectives on one pool of max(cores, devices) threads, and a sharded
 # step can leave more than one collective per device waiting at once (one in the layer loop, one outside
 # it). With 8 threads (any machine with <= 8 cores) all can end up waiting, and the rendezvous aborts the
@@ -49,7 +54,17 @@ def _has_gpu() -> bool:
         return False
 
 
+# The longest test files, longest first (measured, `make test`'s --durations). `-n 2 --dist loadfile` hands a
+# worker the next file when it is free, in collection order: with these last (alphabetically several are), one
+# worker ran a two-minute file while the other sat idle. Longest first is the classic bound on that tail.
+HEAVY_FILES = ("test_async_rl.py", "test_smollm2_gguf.py", "test_train_step.py", "test_resume_fidelity.py",
+               "test_parallel_step.py", "test_off_policy.py", "test_trainer_knobs.py", "test_family_training.py",
+               "test_sweep.py", "test_logprob_impl.py", "test_mixed_precision.py", "test_sampler.py")
+
+
 def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(HEAVY_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its own order
     if _has_gpu():
         return
     required = os.environ.get("RFT_JAX_REQUIRE_GPU") == "1"

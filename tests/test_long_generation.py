@@ -25,6 +25,11 @@ from rft_jax.train.memory import RunShape, estimate_memory, memory_problem
 TINY = ModelConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                    head_dim=8)
 PARAMS = init_params(TINY, jax.random.key(0), std=0.3)
+# Gemma 3's switches, with a window (5) shorter than the completions (14), so the blocks must apply it too.
+WINDOWED = dataclasses.replace(TINY, architecture="gemma3", sliding_window=5, rope_local_theta=1e4,
+                               layer_types=("sliding_attention", "full_attention"), post_norms=True,
+                               embed_scale=True, query_pre_attn_scalar=24.0, activation="gelu_tanh")
+MODELS = {"llama": (TINY, PARAMS), "gemma3_windowed": (WINDOWED, init_params(WINDOWED, jax.random.key(0), std=0.3))}
 
 
 def _batch(b=2, g=3, p=6, c=14, seed=0):
@@ -42,43 +47,54 @@ def _small_blocks(monkeypatch, rows=4):
     monkeypatch.setattr(tf, "SCORE_BLOCK_BYTES", 1)
 
 
-def _logprobs_and_grads(lora, prompt, pmask, completion, **kw):
+def _logprobs_and_grads(lora, prompt, pmask, completion, model=(TINY, PARAMS), **kw):
+    cfg, params = model
+
     def loss(lora):
-        logp, entropy = completion_logprobs(PARAMS, TINY, prompt, pmask, completion, lora=lora, lora_scale=2.0, **kw)
+        logp, entropy = completion_logprobs(params, cfg, prompt, pmask, completion, lora=lora, lora_scale=2.0, **kw)
         return (logp * jnp.linspace(-1, 1, logp.size).reshape(logp.shape)).sum() + entropy.sum(), (logp, entropy)
 
     return jax.jit(jax.value_and_grad(loss, has_aux=True))(lora)
 
 
-def test_blockwise_attention_matches_one_block(monkeypatch):
-    """Log-probs, entropies and LoRA gradients agree to float32 rounding (the custom VJP against autodiff)."""
-    lora = init_lora(TINY, LoraConfig(rank=4), jax.random.key(1))
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_blockwise_attention_matches_one_block(monkeypatch, name):
+    """Log-probs, entropies and LoRA gradients agree to float32 rounding (the custom VJP against autodiff),
+    with sliding-window layers too."""
+    model = MODELS[name]
+    lora = init_lora(model[0], LoraConfig(rank=4), jax.random.key(1))
     lora = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.key(2), a.shape), lora)  # B != 0
     batch = _batch()
     assert tf.attention_query_block(2, 3, TINY.num_heads, 6, 13) is None
-    (_, (logp, entropy)), grads = _logprobs_and_grads(lora, *batch)
+    (_, (logp, entropy)), grads = _logprobs_and_grads(lora, *batch, model=model)
     _small_blocks(monkeypatch)
     assert tf.attention_query_block(2, 3, TINY.num_heads, 6, 13) == 4
-    (_, (logp_b, entropy_b)), grads_b = _logprobs_and_grads(lora, *batch)
+    (_, (logp_b, entropy_b)), grads_b = _logprobs_and_grads(lora, *batch, model=model)
     np.testing.assert_allclose(np.asarray(logp_b), np.asarray(logp), atol=2e-6)
     np.testing.assert_allclose(np.asarray(entropy_b), np.asarray(entropy), atol=2e-6)
     for a, b in zip(jax.tree.leaves(grads_b), jax.tree.leaves(grads)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6 * float(jnp.abs(b).max()))
 
 
-def test_blockwise_attention_matches_one_block_in_the_packed_prefill(monkeypatch):
-    """`packed_branch_forward` (the sampler's prefill of long prompt parts) takes the same attention."""
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_blockwise_attention_matches_one_block_in_the_packed_prefill(monkeypatch, name):
+    """`packed_branch_forward` (the sampler's prefill of long prompt parts) takes the same attention, and
+    equals the padded `branch_forward` on the real tokens (with sliding-window layers too)."""
+    cfg, params = MODELS[name]
     prompt, pmask, completion = _batch(b=1, g=2)
-    _, prefix_kv = sequence_forward(PARAMS, TINY, prompt[:1], pmask[:1])
+    _, prefix_kv = sequence_forward(params, cfg, prompt[:1], pmask[:1])
     mask = jnp.ones(completion.shape, bool).at[0, 1, 9:].set(False)
     rows = int(mask.sum())
 
     def run():
-        h, kv, _ = jax.jit(lambda p: tf.packed_branch_forward(p, TINY, completion, mask, prefix_kv, pmask[:1],
-                                                              rows=rows))(PARAMS)
+        h, kv, _ = jax.jit(lambda p: tf.packed_branch_forward(p, cfg, completion, mask, prefix_kv, pmask[:1],
+                                                              rows=rows))(params)
         return np.asarray(h), np.asarray(kv.k)
 
     h, k = run()
+    padded, _ = tf.branch_forward(params, cfg, completion, prefix_kv, pmask[:1])
+    np.testing.assert_allclose(h, np.asarray(padded).reshape(-1, cfg.hidden_size)[np.asarray(mask).reshape(-1)],
+                               atol=1e-5)
     _small_blocks(monkeypatch)
     h_b, k_b = run()
     np.testing.assert_allclose(h_b, h, atol=1e-5)

@@ -127,6 +127,9 @@ def _assert_close(got, want, where: str, rtol: float = 1e-4, atol: float = 5e-5)
         assert got == want, where
 
 
+# Slow (90 s of three processes compiling on a 2-core machine: it pushed `make test` past 15 minutes);
+# `make test-slow` runs it. tests/test_monitoring_writer.py checks that a non-primary process writes nothing.
+@pytest.mark.slow
 def test_two_processes_of_rft_jax_train_match_one_and_only_process_0_writes(tiny_model, tmp_path):
     two, one = tmp_path / "two", tmp_path / "one"
     two.mkdir()  # an earlier run in the folder: process 0 sets it aside before anyone touches the folder

@@ -21,6 +21,8 @@ from rft_jax.train.loop import run
 from rft_jax.train.setup import ConfigError
 from tests.test_train_run import tiny_config
 
+FAMILIES = "gemma3, llama, mistral, mixtral, qwen2, qwen3, qwen3_moe"
+
 LLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 96, "hidden_size": 64,
          "intermediate_size": 112, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}
 
@@ -59,13 +61,13 @@ def test_a_model_folder_without_weights_names_the_missing_file(tmp_path):
 
 
 def test_an_unsupported_hf_architecture_names_the_file_the_field_and_the_supported_families(tmp_path):
-    folder = _hf_folder(tmp_path / "mistral", {**LLAMA, "architectures": ["MistralForCausalLM"],
-                                                "model_type": "mistral"})
+    folder = _hf_folder(tmp_path / "phi3", {**LLAMA, "architectures": ["Phi3ForCausalLM"],
+                                             "model_type": "phi3"})
     with pytest.raises(ConfigError) as err:
         run(tiny_config(str(folder), str(tmp_path / "run")))
     message = str(err.value)
     assert str(folder / "config.json") in message and "architectures" in message
-    assert "MistralForCausalLM" in message and "llama, qwen2, qwen3" in message and "--model.name" in message
+    assert "Phi3ForCausalLM" in message and FAMILIES in message and "--model.name" in message
     assert not (tmp_path / "run").exists()
 
 
@@ -82,7 +84,7 @@ def test_an_unsupported_gguf_architecture_names_the_file_and_the_field(tmp_path)
         preflight.check_model(str(path))
     message = str(err.value)
     assert str(path) in message and "general.architecture" in message and "'gemma'" in message
-    assert "llama, qwen2, qwen3" in message
+    assert FAMILIES in message
 
 
 def _fail_under(monkeypatch, folder: Path, error: OSError) -> None:
@@ -150,6 +152,8 @@ def test_the_estimate_grows_with_what_the_run_keeps():
     assert full["checkpoints"] == 3 * 4 * model_cfg.num_params * 3  # latest + the one being saved + best
     assert lora["checkpoints"] < full["checkpoints"] / 10
     assert full["export"] == 4 * model_cfg.num_params and lora["export"] > full["export"]
+    half = preflight.bytes_needed(dataclasses.replace(cfg, mode="full", export_dtype="bfloat16"), model_cfg)
+    assert half["export"] == 2 * model_cfg.num_params
 
 
 def test_the_cli_prints_the_check_and_exits_2_without_touching_out_dir(tmp_path, capsys):

@@ -138,6 +138,7 @@ def test_reward_errors_counts_every_kind_of_failure(pool):
     wait_for_workers(2)
 
 
+@pytest.mark.slow  # a whole run (32 s); the pool's own tests above pin the timeout and the per-sample errors
 @pytest.mark.timeout(240)  # without worker processes the run hangs for an hour in the reward
 def test_a_synchronous_run_with_a_reward_that_hangs_finishes(tiny_model, tmp_path):  # noqa: F811
     cfg = tiny_config(tiny_model, str(tmp_path), max_steps=2, export=False,

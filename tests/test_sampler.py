@@ -188,7 +188,8 @@ def test_inverse_cdf_draw_matches_the_distribution(filters):
 
 def test_packed_prefill_equals_the_padded_one():
     """The prompts' own parts packed into fewer rows (projections and MLP on real tokens only) give the
-    padded prefill's last hidden states and keys/values, in float32 to rounding."""
+    padded prefill's last hidden states and keys/values, in float32 to rounding (matmuls of other shapes sum in
+    other orders: 1.2e-5 at XLA's optimisation level 0, which the suite compiles at, under 1e-5 at level 2)."""
     rng = np.random.default_rng(1)
     rests = [list(rng.integers(3, 300, n)) for n in (3, 11, 6, 1)]
     tokens, mask = left_pad(rests, 16, 0, 4)
@@ -197,10 +198,10 @@ def test_packed_prefill_equals_the_padded_one():
     for rows in (21, 32):  # exactly the 21 real tokens, and with 11 spare rows
         packed = prefill(PARAMS, TINY, tokens, mask, shared_1xS=shared, rows=rows)
         np.testing.assert_array_equal(packed[2], padded[2])
-        np.testing.assert_allclose(packed[0], padded[0], atol=1e-5)
+        np.testing.assert_allclose(packed[0], padded[0], atol=3e-5)
         real = np.asarray(padded[2])
         for a, b in zip(packed[1], padded[1]):
-            np.testing.assert_allclose(np.asarray(a)[:, real], np.asarray(b)[:, real], atol=1e-5)
+            np.testing.assert_allclose(np.asarray(a)[:, real], np.asarray(b)[:, real], atol=3e-5)
 
 
 def test_packed_rows_round_up_and_skip_small_batches():

@@ -20,7 +20,7 @@ def test_answer_line_uses_the_models_own_last_number():
 
 
 class _Tok:
-    eos_ids, pad_id = (1,), 0
+    eos_ids, pad_id, end_of_turn_id = (1,), 0, 1
 
     def encode(self, text):
         return [3 + (ord(ch) % 60) for ch in text]

@@ -14,12 +14,14 @@ import sys
 # subcommand -> (module, one-line help). Each module defines `main(argv: list[str]) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("rft_jax.cli.train", "GRPO reinforcement fine-tuning from an experiment config"),
+    "sweep": ("rft_jax.cli.sweep", "train an experiment over its SWEEP of overrides and seeds (here or on Slurm)"),
     "sft": ("rft_jax.cli.sft", "supervised fine-tuning on assistant turns (warm start)"),
     "data": ("rft_jax.cli.data", "validate / split / convert / generate RFT JSONL datasets"),
     "reward": ("rft_jax.cli.reward", "test a reward on a dataset, serve it over HTTP, or write it as an AWS Lambda"),
     "baseline": ("rft_jax.cli.baseline", "measure the base model before training"),
     "eval": ("rft_jax.cli.eval", "evaluate a model or checkpoint on a dataset"),
     "report": ("rft_jax.cli.report", "HTML report of a training run"),
+    "compare": ("rft_jax.cli.compare", "compare runs or a sweep: curves, mean ± CI over seeds, paired tests"),
     "generate": ("rft_jax.cli.generate", "sample completions from a model for chat prompts"),
     "serve": ("rft_jax.cli.serve", "OpenAI-compatible HTTP server for a model"),
     "migrate": ("rft_jax.cli.migrate", "an OpenAI RFT job as an `rft-jax train` command (grader kept)"),

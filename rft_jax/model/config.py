@@ -1,19 +1,14 @@
-"""Model hyper-parameters, read from a Hugging Face `config.json` or GGUF metadata.
+"""Model hyper-parameters: one frozen dataclass of shapes and switches for every family.
 
-One frozen dataclass covers Llama/SmolLM2, Qwen2 (q/k/v bias) and Qwen3 (q/k
-RMSNorm): the architectures differ only in these switches.
+The families differ only in these switches (q/k/v bias, q/k RMSNorm, sliding
+windows, post-norms, ...). How each family's `config.json` or GGUF metadata maps
+onto them, and back, lives in the family's own file under `rft_jax/model/families/`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
-
-SUPPORTED_ARCHITECTURES = {
-    "llama": "LlamaForCausalLM",
-    "qwen2": "Qwen2ForCausalLM",
-    "qwen3": "Qwen3ForCausalLM",
-}
 
 
 class ModelConfigError(ValueError):
@@ -53,113 +48,76 @@ class ModelConfig:
     qkv_bias: bool = False  # Qwen2
     qk_norm: bool = False  # Qwen3
     max_position_embeddings: int = 8192
+    # Gemma 3
+    activation: str = "silu"  # silu | gelu_tanh: the MLP's gate activation
+    embed_scale: bool = False  # embeddings times sqrt(hidden_size)
+    post_norms: bool = False  # RMSNorm on each sublayer's output before the residual add
+    query_pre_attn_scalar: float | None = None  # queries scaled by its inverse square root, not head_dim's
+    rope_local_theta: float | None = None  # RoPE base of the sliding-window layers (the others: rope_theta)
+    # Mistral, Gemma 3
+    sliding_window: int | None = None  # tokens a sliding-window layer sees, itself included
+    layer_types: tuple[str, ...] = ()  # per layer "sliding_attention" | "full_attention"; () = all alike
+    # Mixture of experts (Qwen3-MoE, Mixtral): every layer's MLP is a router over experts when num_experts > 0
+    num_experts: int = 0  # E
+    experts_per_token: int = 0  # top-k
+    moe_intermediate_size: int = 0  # each expert's F
+    norm_topk_prob: bool = True  # renormalise the top-k router weights to sum to 1
+    router_aux_loss_coef: float = 0.0  # the load-balancing loss's weight in training (0: off)
 
     def __post_init__(self):
-        if self.architecture not in SUPPORTED_ARCHITECTURES:
+        from rft_jax.model.families import FAMILIES  # noqa: PLC0415 (the families build ModelConfigs)
+
+        if self.architecture not in FAMILIES:
             raise ModelConfigError(
-                f"unknown architecture {self.architecture!r}; rft_jax supports "
-                f"{sorted(SUPPORTED_ARCHITECTURES)} (Hugging Face: {sorted(SUPPORTED_ARCHITECTURES.values())})"
+                f"unknown architecture {self.architecture!r}; rft_jax supports {sorted(FAMILIES)} "
+                f"(Hugging Face: {sorted(f.hf_class for f in FAMILIES.values())})"
             )
+        if self.activation not in ("silu", "gelu_tanh"):
+            raise ModelConfigError(f"activation {self.activation!r}: rft_jax has silu and gelu_tanh")
+        if self.layer_types and len(self.layer_types) != self.num_layers:
+            raise ModelConfigError(f"layer_types lists {len(self.layer_types)} layers, num_layers is {self.num_layers}")
+        unknown = set(self.layer_types) - {"sliding_attention", "full_attention"}
+        if unknown:
+            raise ModelConfigError(f"layer_types {sorted(unknown)}: expected sliding_attention or full_attention")
         if self.num_heads % self.num_kv_heads:
             raise ModelConfigError(
                 f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}"
+            )
+        if self.num_experts and not (0 < self.experts_per_token <= self.num_experts and self.moe_intermediate_size > 0):
+            raise ModelConfigError(
+                f"a mixture of {self.num_experts} experts needs 1 <= experts_per_token <= {self.num_experts} "
+                f"(got {self.experts_per_token}) and moe_intermediate_size > 0 (got {self.moe_intermediate_size})"
             )
 
     @property
     def num_params(self) -> int:
         d, f, k = self.hidden_size, self.intermediate_size, self.head_dim
         attn = d * k * (self.num_heads * 2 + self.num_kv_heads * 2)
-        per_layer = attn + 3 * d * f + 2 * d
+        mlp = 3 * d * f
+        if self.num_experts:
+            mlp = self.num_experts * 3 * d * self.moe_intermediate_size + d * self.num_experts
+        norms = (4 if self.post_norms else 2) * d + (2 * k if self.qk_norm else 0)
+        per_layer = attn + mlp + norms
         embed = self.vocab_size * d * (1 if self.tie_embeddings else 2)
         return self.num_layers * per_layer + embed + d
 
 
-def _rope_scaling_from_hf(raw: dict | None) -> RopeScaling:
-    if not raw:
-        return RopeScaling()
-    kind = raw.get("rope_type", raw.get("type", "default"))
-    if kind not in ("default", "linear", "llama3", "yarn", "dynamic"):
-        raise ModelConfigError(f"unsupported rope_scaling type {kind!r}")
-    fields = {f.name for f in dataclasses.fields(RopeScaling)}
-    kwargs = {k: v for k, v in raw.items() if k in fields}
-    return RopeScaling(kind=kind, **kwargs)
-
-
 def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
-    """Builds a ModelConfig from the dict in a Hugging Face `config.json`."""
-    archs = hf.get("architectures") or []
-    by_class = {v: k for k, v in SUPPORTED_ARCHITECTURES.items()}
-    model_type = hf.get("model_type")
-    arch = by_class.get(archs[0]) if archs else None
-    arch = arch or (model_type if model_type in SUPPORTED_ARCHITECTURES else None)
-    if arch is None:
-        raise ModelConfigError(
-            f"unknown architecture (architectures={archs}, model_type={model_type!r}); "
-            f"rft_jax supports {sorted(SUPPORTED_ARCHITECTURES.values())}"
-        )
-    heads = hf["num_attention_heads"]
-    rope_params = hf.get("rope_parameters") or {}
-    scaling = hf.get("rope_scaling") or (rope_params if rope_params.get("rope_type", "default") != "default" else None)
-    theta = hf.get("rope_theta", rope_params.get("rope_theta", 10000.0))
-    return ModelConfig(
-        architecture=arch,
-        vocab_size=hf["vocab_size"],
-        hidden_size=hf["hidden_size"],
-        intermediate_size=hf["intermediate_size"],
-        num_layers=hf["num_hidden_layers"],
-        num_heads=heads,
-        num_kv_heads=hf.get("num_key_value_heads") or heads,
-        head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
-        rope_theta=float(theta),
-        rope_scaling=_rope_scaling_from_hf(scaling),
-        rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        qkv_bias=arch == "qwen2" or bool(hf.get("attention_bias", False)),
-        qk_norm=arch == "qwen3",
-        max_position_embeddings=hf.get("max_position_embeddings", 8192),
-    )
+    """Builds a ModelConfig from the dict in a Hugging Face `config.json` (by the family that claims it)."""
+    from rft_jax.model.families import family_of_hf  # noqa: PLC0415
+
+    return family_of_hf(hf).config_from_hf(hf)
 
 
 def config_from_gguf(meta: dict[str, Any], *, has_output_weight: bool) -> ModelConfig:
     """Builds a ModelConfig from GGUF key/values (`llama.block_count`, ...)."""
-    arch = meta.get("general.architecture")
-    if arch not in SUPPORTED_ARCHITECTURES:
-        raise ModelConfigError(
-            f"unknown GGUF architecture {arch!r}; rft_jax supports {sorted(SUPPORTED_ARCHITECTURES)}"
-        )
+    from rft_jax.model.families import family_of_gguf  # noqa: PLC0415
 
-    def get(key, default=None):
-        value = meta.get(f"{arch}.{key}", default)
-        if value is None:
-            raise ModelConfigError(f"GGUF metadata lacks {arch}.{key}")
-        return value
+    return family_of_gguf(meta).config_from_gguf(meta, has_output_weight=has_output_weight)
 
-    heads = int(get("attention.head_count"))
-    width = int(get("embedding_length"))
-    vocab = meta.get(f"{arch}.vocab_size") or len(meta["tokenizer.ggml.tokens"])
-    scaling = RopeScaling()
-    if meta.get(f"{arch}.rope.scaling.type") == "linear":
-        scaling = RopeScaling(kind="linear", factor=float(meta[f"{arch}.rope.scaling.factor"]))
-    elif meta.get(f"{arch}.rope.scaling.type") == "yarn":
-        scaling = RopeScaling(
-            kind="yarn",
-            factor=float(meta[f"{arch}.rope.scaling.factor"]),
-            original_max_position_embeddings=int(meta[f"{arch}.rope.scaling.original_context_length"]),
-        )
-    return ModelConfig(
-        architecture=arch,
-        vocab_size=int(vocab),
-        hidden_size=width,
-        intermediate_size=int(get("feed_forward_length")),
-        num_layers=int(get("block_count")),
-        num_heads=heads,
-        num_kv_heads=int(get("attention.head_count_kv", heads)),
-        head_dim=int(meta.get(f"{arch}.attention.key_length") or meta.get(f"{arch}.rope.dimension_count") or width // heads),
-        rope_theta=float(get("rope.freq_base", 10000.0)),
-        rope_scaling=scaling,
-        rms_norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-6)),
-        tie_embeddings=not has_output_weight,
-        qkv_bias=arch == "qwen2",
-        qk_norm=arch == "qwen3",
-        max_position_embeddings=int(get("context_length", 8192)),
-    )
+
+def config_to_hf(cfg: ModelConfig) -> dict:
+    """The `config.json` transformers needs to load the model (by the family's own mapping)."""
+    from rft_jax.model.families import family_of  # noqa: PLC0415
+
+    return family_of(cfg).config_to_hf(cfg)

@@ -5,7 +5,8 @@ each choice measured in the compiled decode loop on a CPU:
 
 * Per-layer lists rather than a `lax.scan` over stacked arrays: a scan slices,
   that is copies, every layer's weights and cache on every step.
-* `decode_weights` fuses q|k|v and gate|up into one matmul each, and their
+* `decode_weights` fuses q|k|v and gate|up (a mixture of experts: its MLP is
+  `block.mlp_block` itself, unfused) into one matmul each, and their
   adapters into one pair each (A side by side, B block-diagonal): fourteen
   adapter matmuls a layer become eight. The adapters stay separate rather than
   merged into the weights, so a token's log-prob is computed as the training
@@ -18,7 +19,8 @@ each choice measured in the compiled decode loop on a CPU:
   converted the whole cache to f32 and back on every step (15 ms a step at 64
   cached tokens, 80 ms at 512), while an f32 cache is written in place.
 * Attention combines the prompt part and the cache part as two partial
-  softmaxes (shared max and denominator) instead of concatenating scores.
+  softmaxes (`attention.attend`: shared max and denominator) instead of
+  concatenating scores.
 """
 
 from __future__ import annotations
@@ -26,15 +28,19 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from rft_jax.model.attention import KeyPart, attend, layer_windows, query_scale, visible
+from rft_jax.model.block import Rope, activation, embed, layer_rope, mlp_block, split_heads, sublayer_output
 from rft_jax.model.config import ModelConfig
 from rft_jax.model.layers import apply_rope, lora_delta, rms_norm
 from rft_jax.model.precision import concat_bits, storage_dtype
-from rft_jax.model.transformer import KV, branch_rope, embed
-
-_MASKED = -1e30
-
+from rft_jax.model.transformer import KV, branch_rope, positions_from_mask
 
 _GROUPS = {"qkv": ("q", "k", "v"), "o": ("o",), "gate_up": ("gate", "up"), "down": ("down",)}
+
+
+def _groups(cfg: ModelConfig) -> dict[str, tuple[str, ...]]:
+    """The fused projections: a mixture of experts keeps its router and experts as they are (`mlp_block`)."""
+    return {k: v for k, v in _GROUPS.items() if k in ("qkv", "o")} if cfg.num_experts else _GROUPS
 
 
 def _group_adapter(layers: dict, lora: dict, names: tuple[str, ...], dtype) -> dict | None:
@@ -63,18 +69,21 @@ def decode_weights(params: dict, cfg: ModelConfig, lora: dict | None, dtype) -> 
     """Per-layer decode weights (q|k|v and gate|up fused, with their adapters beside them) and the output head."""
     stacked = params["layers"]
     fused = {group: concat_bits([stacked[n]["w"].astype(dtype) for n in names], -1)
-             for group, names in _GROUPS.items()}
+             for group, names in _groups(cfg).items()}
     if lora is not None:
-        for group, names in _GROUPS.items():
+        for group, names in _groups(cfg).items():
             adapter = _group_adapter(stacked, lora, names, dtype)
             if adapter is not None:
                 fused[f"{group}_lora_a"], fused[f"{group}_lora_b"] = adapter["a"], adapter["b"]
     if cfg.qkv_bias:
         fused["qkv_bias"] = jnp.concatenate([stacked[n]["b"].astype(jnp.float32) for n in ("q", "k", "v")], -1)
-    for name in ("attn_norm", "mlp_norm", "q_norm", "k_norm"):
+    for name in ("attn_norm", "mlp_norm", "q_norm", "k_norm", "attn_post_norm", "mlp_post_norm"):
         if name in stacked:
             fused[name] = stacked[name]
-    layers = [{k: v[i] for k, v in fused.items()} for i in range(cfg.num_layers)]
+    if cfg.num_experts:  # cast once here, not on every step (the forward casts them to `dtype` the same way)
+        fused["router"], fused["experts"] = jax.tree.map(lambda a: a.astype(dtype), (stacked["router"],
+                                                                                    stacked["experts"]))
+    layers = [jax.tree.map(lambda a, i=i: a[i], fused) for i in range(cfg.num_layers)]
     # Tied: the embedding [V, D] is read as is ("rd,vd->rv"); transposing it cost 4x the matmul on a CPU.
     head = {"final_norm": params["final_norm"], "embed": params["embed"]}
     if "unembed" in params:
@@ -125,70 +134,63 @@ def _project(x_RxD, w: dict, group: str, dtype, lora_scale: float):
     return y
 
 
-def _attend(cfg, dtype, b, g, q_RxHxK, prefix, prefix_mask_BxP, cache_k, cache_v, step, valid_RxS=None):
+def _attend(cfg, dtype, b, g, q_RxHxK, prefix, prefix_mask_BxP, cache_k, cache_v, step, valid_RxS=None,
+            window: int = 0, q_offset_R=None):
     """Attention of each branch's new token over its prompt (shared by the G branches) and its own cache:
-    slots up to `step`, or the slots `valid_RxS` marks (multi-turn decoding, where rows idle at times)."""
+    slots up to `step`, or the slots `valid_RxS` marks (multi-turn decoding, where rows idle at times);
+    within `window` tokens on a sliding-window layer, the token `q_offset_R` after its prompt."""
     j, kd = cfg.num_kv_heads, cfg.head_dim
     qh = cfg.num_heads // j
-    q = (q_RxHxK * kd**-0.5).astype(dtype).reshape(b, g, j, qh, kd)
+    q = (q_RxHxK * query_scale(cfg)).reshape(b, g, j, qh, kd)
+    s = cache_k.shape[-1]
     # The prompt is shared by the G branches: its rows are the G*Q queries of each kv head.
-    q_BxJxMxK = q.transpose(0, 2, 1, 3, 4).reshape(b, j, g * qh, kd)
-    s_prefix = jnp.einsum("bjmk,bjkp->bjmp", q_BxJxMxK, prefix.k, preferred_element_type=jnp.float32)
-    s_prefix = jnp.where(prefix_mask_BxP[:, None, None, :], s_prefix, _MASKED)
-    q_RxJxQxK = q.reshape(b * g, j, qh, kd).astype(cache_k.dtype)
-    s_cache = jnp.einsum("rjqk,rjks->rjqs", q_RxJxQxK, cache_k, preferred_element_type=jnp.float32)
-    if valid_RxS is None:
-        s_cache = jnp.where(jnp.arange(s_cache.shape[-1]) <= step, s_cache, _MASKED)
-    else:
-        s_cache = jnp.where(valid_RxS[:, None, None, :], s_cache, _MASKED)
-    # One softmax over both parts: a shared max and denominator, no concatenated scores.
-    m_prefix = s_prefix.max(-1).reshape(b, j, g, qh).transpose(0, 2, 1, 3).reshape(b * g, j, qh)
-    m = jnp.maximum(m_prefix, s_cache.max(-1))  # [R, J, Q]
-    m_BxJxM = m.reshape(b, g, j, qh).transpose(0, 2, 1, 3).reshape(b, j, g * qh)
-    e_prefix = jnp.exp(s_prefix - m_BxJxM[..., None])
-    e_cache = jnp.exp(s_cache - m[..., None])
-    o_prefix = jnp.einsum("bjmp,bjpk->bjmk", e_prefix.astype(dtype), prefix.v, preferred_element_type=jnp.float32)
-    # Rounded to the compute dtype as the training forward's weights are, whatever dtype the cache is stored in.
-    e_cache_w = e_cache.astype(dtype).astype(cache_v.dtype)
-    o_cache = jnp.einsum("rjqs,rjsk->rjqk", e_cache_w, cache_v, preferred_element_type=jnp.float32)
-    den_prefix = e_prefix.sum(-1).reshape(b, j, g, qh).transpose(0, 2, 1, 3).reshape(b * g, j, qh)
-    o_prefix = o_prefix.reshape(b, j, g, qh, kd).transpose(0, 2, 1, 3, 4).reshape(b * g, j, qh, kd)
-    o = (o_prefix + o_cache) / (den_prefix + e_cache.sum(-1))[..., None]
-    return o.reshape(b * g, cfg.num_heads * kd)
+    seen_prefix = prefix_mask_BxP[:, None, None, None, :]  # [B, J, G, Q, P]
+    seen_cache = jnp.arange(s) <= step if valid_RxS is None else valid_RxS.reshape(b, g, 1, 1, s)
+    if window:
+        slot_at = jnp.arange(s) if valid_RxS is None else jnp.cumsum(valid_RxS, -1) - 1  # [S] or [R, S]
+        q_at_R = q_offset_R.reshape(-1)
+        q_pos_BxG = (prefix_mask_BxP.sum(-1).astype(jnp.int32)[:, None] + q_at_R.reshape(b, -1))
+        seen_prefix = seen_prefix & visible(q_pos_BxG[:, None, :, None, None],
+                                            positions_from_mask(prefix_mask_BxP)[:, None, None, None, :], window)
+        near = visible(q_at_R[:, None], slot_at, window)  # [R, S]
+        seen_cache = seen_cache & near.reshape(b, g, 1, 1, s)
+    parts = [KeyPart(prefix.k, prefix.v, seen_prefix, "bgjqk,bjkp->bjgqp", "bjgqp,bjpk->bjgqk"),
+             KeyPart(cache_k.reshape(b, g, j, kd, s), cache_v.reshape(b, g, j, s, kd), seen_cache,
+                     "bgjqk,bgjks->bgjqs", "bgjqs,bgjsk->bgjqk")]
+    return attend(q, parts, "bgjqk", dtype).reshape(b * g, cfg.num_heads * kd)
 
 
 def _decode_layer(cfg, dtype, lora_scale, b, g, step, x_RxD, w, cos, sin, prefix, prefix_mask_BxP, cache,
-                  valid_RxS=None):
+                  valid_RxS=None, window: int = 0, q_offset_R=None):
     """One layer for one new token per branch; writes its key/value into the cache, then attends."""
     h, kd = cfg.num_heads, cfg.head_dim
     j = cfg.num_kv_heads
     qkv = _project(rms_norm(x_RxD, w["attn_norm"], cfg.rms_norm_eps), w, "qkv", dtype, lora_scale)
     if "qkv_bias" in w:
         qkv = qkv + w["qkv_bias"]
-    q = qkv[:, :h * kd].reshape(-1, h, kd)
-    k = qkv[:, h * kd:(h + j) * kd].reshape(-1, j, kd)
-    v = qkv[:, (h + j) * kd:].reshape(-1, j, kd)
-    if cfg.qk_norm:
-        q = rms_norm(q, w["q_norm"], cfg.rms_norm_eps)
-        k = rms_norm(k, w["k_norm"], cfg.rms_norm_eps)
+    q, k, v = split_heads(cfg, w, qkv[:, :h * kd], qkv[:, h * kd:(h + j) * kd], qkv[:, (h + j) * kd:])
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     # Rounded to the compute dtype first: the values the training forward attends to.
     k, v = (a.astype(dtype).astype(cache.k.dtype) for a in (k, v))
     cache_k = jax.lax.dynamic_update_slice(cache.k, k[..., None], (0, 0, 0, step))
     cache_v = jax.lax.dynamic_update_slice(cache.v, v[:, :, None], (0, 0, step, 0))
-    o = _attend(cfg, dtype, b, g, q, prefix, prefix_mask_BxP, cache_k, cache_v, step, valid_RxS)
-    x_RxD = x_RxD + _project(o, w, "o", dtype, lora_scale)
+    o = _attend(cfg, dtype, b, g, q, prefix, prefix_mask_BxP, cache_k, cache_v, step, valid_RxS, window, q_offset_R)
+    x_RxD = x_RxD + sublayer_output(cfg, w, "attn_post_norm", _project(o, w, "o", dtype, lora_scale))
+    if cfg.num_experts:  # the forward's own MoE MLP, on the decode rows
+        return x_RxD + mlp_block(cfg, w, None, lora_scale, x_RxD, dtype), KV(cache_k, cache_v)
     gate_up = _project(rms_norm(x_RxD, w["mlp_norm"], cfg.rms_norm_eps), w, "gate_up", dtype, lora_scale)
     f = cfg.intermediate_size
-    x_RxD = x_RxD + _project(jax.nn.silu(gate_up[:, :f]) * gate_up[:, f:], w, "down", dtype, lora_scale)
+    y = _project(activation(cfg, gate_up[:, :f]) * gate_up[:, f:], w, "down", dtype, lora_scale)
+    x_RxD = x_RxD + sublayer_output(cfg, w, "mlp_post_norm", y)
     return x_RxD, KV(cache_k, cache_v)
 
 
-def decode_rope(cfg: ModelConfig, prefix_mask_BxP: jax.Array, c: int) -> tuple[jax.Array, jax.Array]:
+def decode_rope(cfg: ModelConfig, prefix_mask_BxP: jax.Array, c: int) -> Rope:
     """RoPE tables cos, sin [C, B, K/2] of the C decode steps, computed before the loop: inside it,
     fusion re-evaluated cos and sin for every element of q and k in every layer."""
-    cos, sin = branch_rope(cfg, prefix_mask_BxP.astype(bool), 0, c)  # [B, 1, C, K/2]
-    return cos[:, 0].transpose(1, 0, 2), sin[:, 0].transpose(1, 0, 2)
+    r = branch_rope(cfg, prefix_mask_BxP.astype(bool), 0, c)  # [B, 1, C, K/2]
+    to_steps = lambda t: t[:, 0].transpose(1, 0, 2)  # noqa: E731
+    return Rope(to_steps(r.cos), to_steps(r.sin), None if r.local is None else tuple(map(to_steps, r.local)))
 
 
 def branch_decode_step(weights: dict, cfg: ModelConfig, tokens_BxG: jax.Array, prefix: list,
@@ -209,14 +211,19 @@ def branch_decode_step(weights: dict, cfg: ModelConfig, tokens_BxG: jax.Array, p
     b, g = tokens_BxG.shape
     prefix_mask_BxP = prefix_mask_BxP.astype(bool)
     if positions_BxG is None:
-        cos, sin = (jnp.broadcast_to(jax.lax.dynamic_index_in_dim(t, step, keepdims=False)[:, None],
-                                     (b, g, t.shape[-1])).reshape(b * g, -1) for t in rope)
+        read = lambda t: jnp.broadcast_to(jax.lax.dynamic_index_in_dim(t, step, keepdims=False)[:, None],  # noqa: E731
+                                          (b, g, t.shape[-1])).reshape(b * g, -1)
+        q_offset_R = jnp.broadcast_to(step, (b * g,))
     else:  # the table [C, B, K/2] read at each row's own position
-        cos, sin = (t[positions_BxG, jnp.arange(b)[:, None]].reshape(b * g, -1) for t in rope)
-    x = embed(weights["head"], tokens_BxG.reshape(b * g), jnp.float32)
+        read = lambda t: t[positions_BxG, jnp.arange(b)[:, None]].reshape(b * g, -1)  # noqa: E731
+        q_offset_R = positions_BxG.reshape(-1)
+    tables = Rope(read(rope.cos), read(rope.sin), None if rope.local is None else tuple(map(read, rope.local)))
+    x = embed(weights["head"], tokens_BxG.reshape(b * g), jnp.float32, cfg)
     new_cache = []
-    for w, pkv, kv in zip(weights["layers"], prefix, cache):
+    for i, (w, pkv, kv) in enumerate(zip(weights["layers"], prefix, cache)):
+        window = layer_windows(cfg)[i]
+        cos, sin = layer_rope(tables, bool(window) and cfg.rope_local_theta is not None)
         x, kv = _decode_layer(cfg, dtype, lora_scale, b, g, step, x, w, cos, sin, pkv, prefix_mask_BxP, kv,
-                              valid_RxS)
+                              valid_RxS, window, q_offset_R)
         new_cache.append(kv)
     return x, new_cache

@@ -54,9 +54,12 @@ def _inverse_frequencies(head_dim: int, theta: float, scaling: RopeScaling) -> t
     return inv_freq, 1.0
 
 
-def rope_tables(positions_xT: jax.Array, cfg: ModelConfig) -> tuple[jax.Array, jax.Array]:
-    """cos/sin of shape [..., T, K/2] for integer positions."""
-    inv_freq, factor = _inverse_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
+def rope_tables(positions_xT: jax.Array, cfg: ModelConfig, theta: float | None = None,
+                local: bool = False) -> tuple[jax.Array, jax.Array]:
+    """cos/sin of shape [..., T, K/2] for integer positions; `local`: Gemma's sliding-window layers, with
+    their own base `theta` and no frequency scaling."""
+    scaling = RopeScaling() if local else cfg.rope_scaling
+    inv_freq, factor = _inverse_frequencies(cfg.head_dim, theta or cfg.rope_theta, scaling)
     angles = positions_xT.astype(jnp.float32)[..., None] * inv_freq
     return jnp.cos(angles) * factor, jnp.sin(angles) * factor
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from rft_jax.model.config import ModelConfig
 from rft_jax.model.params import PROJECTIONS, projection_shapes
+from rft_jax.model.weights_hf import EXPORT_DTYPES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,9 +43,23 @@ class LoraConfig:
         return self.alpha / self.rank
 
 
+def check_targets(cfg: ModelConfig, targets: tuple[str, ...]) -> None:
+    """Refuses adapters on projections the model lacks: a mixture of experts has no dense gate/up/down.
+
+    Adapting every expert (E adapters per projection) is not built; attention adapters are.
+    """
+    missing = [t for t in targets if t not in projection_shapes(cfg)]
+    if missing:
+        raise ValueError(
+            f"LoRA targets {missing}: {cfg.architecture} is a mixture of {cfg.num_experts} experts, whose MLP "
+            "projections rft_jax does not adapt. Adapt attention only (--lora.targets q k v o) or train in full "
+            "(--mode full)")
+
+
 def init_lora(cfg: ModelConfig, lora_cfg: LoraConfig, key: jax.Array) -> dict:
     """A ~ U(-1/sqrt(in), 1/sqrt(in)), B = 0: PEFT's init (torch's kaiming_uniform_ with a = sqrt(5), whose
     bound is gain * sqrt(3 / in) with gain = sqrt(2 / (1 + a^2)) = sqrt(1/3))."""
+    check_targets(cfg, lora_cfg.targets)
     shapes = projection_shapes(cfg)
     keys = jax.random.split(key, len(lora_cfg.targets))
     layers = {}
@@ -73,15 +88,16 @@ _PEFT_MODULES = {
 
 
 def save_peft_adapter(folder: str | Path, cfg: ModelConfig, lora: dict, lora_cfg: LoraConfig,
-                      base_model: str = "") -> None:
-    """Writes a PEFT-format adapter folder (adapter_config.json + adapter_model.safetensors)."""
+                      base_model: str = "", dtype: str = "float32") -> None:
+    """Writes a PEFT-format adapter folder (adapter_config.json + adapter_model.safetensors), its factors in
+    `dtype` (a name in weights_hf.EXPORT_DTYPES, as the merged model beside it)."""
     from safetensors.numpy import save_file  # noqa: PLC0415
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {}
     for name, ab in lora["layers"].items():
-        a, b = np.asarray(ab["a"], np.float32), np.asarray(ab["b"], np.float32)
+        a, b = (np.asarray(ab[x], np.float32).astype(EXPORT_DTYPES[dtype]) for x in ("a", "b"))
         for i in range(cfg.num_layers):
             prefix = f"base_model.model.model.layers.{i}.{_PEFT_MODULES[name]}"
             tensors[f"{prefix}.lora_A.weight"] = np.ascontiguousarray(a[i].T)  # [r, in]
@@ -105,6 +121,7 @@ def load_peft_adapter(folder: str | Path, cfg: ModelConfig) -> tuple[dict, LoraC
     tensors = load_file(str(folder / "adapter_model.safetensors"))
     by_module = {v.split(".")[-1]: k for k, v in _PEFT_MODULES.items()}
     targets = tuple(by_module[m] for m in meta["target_modules"])
+    check_targets(cfg, targets)
     layers = {}
     for name in targets:
         a, b = [], []
@@ -112,5 +129,6 @@ def load_peft_adapter(folder: str | Path, cfg: ModelConfig) -> tuple[dict, LoraC
             prefix = f"base_model.model.model.layers.{i}.{_PEFT_MODULES[name]}"
             a.append(tensors[f"{prefix}.lora_A.weight"].T)
             b.append(tensors[f"{prefix}.lora_B.weight"].T)
-        layers[name] = {"a": jnp.asarray(np.stack(a)), "b": jnp.asarray(np.stack(b))}
+        # float32 whatever the file holds (a bfloat16 export too), as init_lora makes them
+        layers[name] = {"a": jnp.asarray(np.stack(a), jnp.float32), "b": jnp.asarray(np.stack(b), jnp.float32)}
     return {"layers": layers}, LoraConfig(rank=int(meta["r"]), alpha=float(meta["lora_alpha"]), targets=targets)

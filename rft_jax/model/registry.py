@@ -43,6 +43,9 @@ class ModelSpec:
     native bf16 (AVX-512 BF16/AMX), else float32 (emulated bf16 is slower than f32)."""
     remat: bool = False
     """Recompute each layer's activations in the backward pass: less memory, ~1/3 more compute."""
+    router_aux_loss_coef: float | None = None
+    """Mixture-of-experts models: weight of the load-balancing loss added in training (0: off). None: the
+    checkpoint's (its config's `router_aux_loss_coef` when it sets `output_router_logits`, else off)."""
     logprob_impl: Literal["auto", "reference", "xla_chunked", "pallas"] = "auto"
     """Kernel for the per-token log-probs and entropy of the loss (kernels/fused_logprob). auto: xla_chunked
     (the Pallas kernels have only run in the interpreter so far); reference: full [tokens, vocab] logits (the
@@ -106,6 +109,19 @@ def resolve_logprob_impl(choice: str) -> str:
         return resolve_name(None if choice == "auto" else choice, jax.default_backend())
     except RuntimeError as err:  # a ValueError: the CLIs report it as a bad setting, not a crash
         raise ValueError(f"model.logprob_impl={choice!r}: {err}") from err
+
+
+def apply_spec(model_cfg: ModelConfig, spec: ModelSpec) -> ModelConfig:
+    """The checkpoint's config with the run's overrides (`ModelSpec.router_aux_loss_coef`)."""
+    coef = spec.router_aux_loss_coef
+    if coef is None:
+        return model_cfg
+    if coef < 0:
+        raise ValueError(f"model.router_aux_loss_coef={coef}: a loss weight is >= 0")
+    if coef > 0 and model_cfg.num_experts == 0:
+        raise ValueError(f"model.router_aux_loss_coef={coef}: {spec.name} is a dense {model_cfg.architecture} "
+                         "model, with no router to balance; leave it unset")
+    return dataclasses.replace(model_cfg, router_aux_loss_coef=float(coef))
 
 
 def load_config(model: str) -> ModelConfig:

@@ -26,13 +26,22 @@ _SPLITS["deepseek-r1-qwen"] = _SPLITS["qwen2"]
 
 
 class Tokenizer:
-    """What rft_jax needs of a tokenizer: ids, text, chat prompts and stop ids."""
+    """What rft_jax needs of a tokenizer: ids, text, chat prompts and stop ids.
+
+    `end_of_turn_id` closes an assistant reply in the chat template (`<|eot_id|>`
+    for Llama 3, `<|im_end|>` for ChatML, `<end_of_turn>` for Gemma): SFT targets
+    end with it, and it is always one of `eos_ids`, the sampler's stop set. It is
+    read from the template because the eos list cannot say which: Llama 3's
+    sorted eos ids start with `<|end_of_text|>`, which no chat reply ends with.
+    """
 
     def __init__(self, hf_tokenizer, eos_ids: Sequence[int]):
         self.hf = hf_tokenizer
-        self.eos_ids = tuple(sorted(set(int(i) for i in eos_ids)))
+        listed = sorted(set(int(i) for i in eos_ids))
+        self.end_of_turn_id = end_of_turn_id(hf_tokenizer, listed)
+        self.eos_ids = tuple(sorted(set(listed) | {self.end_of_turn_id}))
         pad = hf_tokenizer.pad_token_id
-        self.pad_id = int(pad) if pad is not None else self.eos_ids[0]
+        self.pad_id = int(pad) if pad is not None else listed[0]
 
     @property
     def vocab_size(self) -> int:
@@ -53,6 +62,33 @@ class Tokenizer:
                             add_generation_prompt: bool = True, **template_kwargs: Any) -> list[int]:
         text = self.render_chat(messages, tools, add_generation_prompt, **template_kwargs)
         return self.hf.encode(text, add_special_tokens=False)
+
+
+_REPLY_MARKER = "rft-jax-reply-marker"
+
+
+def end_of_turn_id(hf_tokenizer, eos_ids: Sequence[int]) -> int:
+    """The special token the chat template writes right after an assistant's reply.
+
+    A one-exchange conversation is rendered with a marker as the reply; the
+    special token that follows it (whitespace skipped, as Llama 2 writes
+    ` </s>`) ends the turn. Without a template, or when none follows, the
+    tokenizer's own eos token stands in (else the smallest listed eos id): a
+    base model's text simply ends there.
+    """
+    fallback = hf_tokenizer.eos_token_id if hf_tokenizer.eos_token_id is not None else min(eos_ids)
+    conversation = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": _REPLY_MARKER}]
+    try:
+        text = hf_tokenizer.apply_chat_template(conversation, add_generation_prompt=False, tokenize=False)
+    except Exception:  # a template is arbitrary Jinja (or absent): whatever it raises, the fallback stands
+        return int(fallback)
+    at = text.find(_REPLY_MARKER) if isinstance(text, str) else -1
+    if at < 0:
+        return int(fallback)
+    after = text[at + len(_REPLY_MARKER):].lstrip()
+    specials = {t.content: i for i, t in hf_tokenizer.added_tokens_decoder.items() if t.special}
+    found = [s for s in specials if s and after.startswith(s)]
+    return int(specials[max(found, key=len)]) if found else int(fallback)
 
 
 def _transformers():
@@ -94,7 +130,8 @@ def tokenizer_from_gguf(meta: dict[str, Any]) -> Tokenizer:
 
     kind = meta.get("tokenizer.ggml.model")
     if kind != "gpt2":
-        raise ValueError(f"GGUF tokenizer type {kind!r} is not supported (rft_jax reads byte-level BPE, 'gpt2')")
+        raise ValueError(f"GGUF tokenizer type {kind!r} is not supported (rft_jax reads byte-level BPE, 'gpt2', "
+                         "and SentencePiece, 'llama', by `tokenizer_from_sentencepiece_gguf`)")
     tokens = list(meta["tokenizer.ggml.tokens"])
     types = list(meta.get("tokenizer.ggml.token_type") or [1] * len(tokens))
     alphabet = _byte_alphabet()
@@ -132,6 +169,38 @@ def tokenizer_from_gguf(meta: dict[str, Any]) -> Tokenizer:
     return Tokenizer(hf, eos)
 
 
+def tokenizer_from_sentencepiece_gguf(meta: dict[str, Any]) -> Tokenizer:
+    """A SentencePiece vocabulary in a GGUF (`tokenizer.ggml.model` "llama": Gemma, Llama 2), built by the
+    builders transformers' own GGUF reader uses, fed our metadata (its reader needs torch; these do not).
+
+    The file stores tokens and scores but no merges, and Gemma's scores do not give its merge order;
+    the builders recover the merges per architecture (about 25 s for Gemma's 262k tokens on a CPU), so
+    ids match transformers loading the same file.
+    """
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import (  # noqa: PLC0415
+        GGUF_TOKENIZER_MAPPING,
+        convert_gguf_tokenizer,
+    )
+
+    fields = {name: meta[f"tokenizer.{key}"] for key, name in GGUF_TOKENIZER_MAPPING["tokenizer"].items()
+              if f"tokenizer.{key}" in meta}
+    backend, _ = convert_gguf_tokenizer(meta["general.architecture"], fields)
+    tokens = fields["tokens"]
+
+    def token(key):
+        idx = meta.get(f"tokenizer.ggml.{key}_token_id")
+        return None if idx is None else tokens[int(idx)]
+
+    hf = _transformers().PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token=token("bos"), eos_token=token("eos"), unk_token=token("unknown"),
+        pad_token=token("padding") or token("eos"), chat_template=meta.get("tokenizer.chat_template"),
+    )
+    eos = [int(meta["tokenizer.ggml.eos_token_id"])]
+    if meta.get("tokenizer.ggml.eot_token_id") is not None:
+        eos.append(int(meta["tokenizer.ggml.eot_token_id"]))
+    return Tokenizer(hf, eos)
+
+
 def tokenizer_from_hf_folder(folder: Path) -> Tokenizer:
     import json  # noqa: PLC0415
 
@@ -156,5 +225,8 @@ def load_tokenizer(model: str) -> Tokenizer:
 
     path = resolve_model_path(model)
     if path.suffix == ".gguf":
-        return tokenizer_from_gguf(read_gguf_metadata(path))
+        meta = read_gguf_metadata(path)
+        if meta.get("tokenizer.ggml.model") == "llama":
+            return tokenizer_from_sentencepiece_gguf(meta)
+        return tokenizer_from_gguf(meta)
     return tokenizer_from_hf_folder(path)

@@ -25,11 +25,23 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rft_jax.model.attention import KeyPart, attend, query_scale, visible
+from rft_jax.model.block import (  # noqa: F401 (re-exported: the layer pieces other paths build on)
+    Rope,
+    attention_output,
+    embed,
+    layer_lora,
+    layer_rope,
+    layer_switches,
+    mlp_block,
+    qkv_projections,
+    rope,
+    routed_mlp_block,
+)
 from rft_jax.model.config import ModelConfig
-from rft_jax.model.layers import apply_rope, dense, rms_norm, rope_tables
-from rft_jax.model.precision import layer_checkpoint, mixed_einsum, storage_dtype
-
-_MASKED = -1e30
+from rft_jax.model.layers import apply_rope, rms_norm
+from rft_jax.model.moe import RouterStats
+from rft_jax.model.precision import layer_checkpoint, storage_dtype
 
 
 class KV(NamedTuple):
@@ -44,10 +56,6 @@ def positions_from_mask(mask_BxT: jax.Array) -> jax.Array:
     return jnp.maximum(jnp.cumsum(mask_BxT.astype(jnp.int32), axis=-1) - 1, 0)
 
 
-def embed(params: dict, tokens: jax.Array, dtype) -> jax.Array:
-    return params["embed"][tokens].astype(dtype)
-
-
 def unembed_matrix(params: dict) -> jax.Array:
     """The [D, V] output projection; the transposed embedding when tied."""
     return params["unembed"] if "unembed" in params else params["embed"].T
@@ -59,56 +67,23 @@ def logits(params: dict, cfg: ModelConfig, hidden_xD: jax.Array, dtype=jnp.float
                       preferred_element_type=jnp.float32)
 
 
-def layer_lora(lora: dict | None, name: str):
-    """One projection's LoRA factors within one layer's adapters (None: no adapter)."""
-    return None if lora is None else lora.get(name)
-
-
-def qkv_projections(cfg, p, lora, lora_scale, h, dtype):
-    """Projects normed activations [..., D] to q [..., H, K] and k, v [..., J, K]."""
-    q = dense(h, p["q"], layer_lora(lora, "q"), lora_scale, dtype)
-    k = dense(h, p["k"], layer_lora(lora, "k"), lora_scale, dtype)
-    v = dense(h, p["v"], layer_lora(lora, "v"), lora_scale, dtype)
-    q = q.reshape(*q.shape[:-1], cfg.num_heads, cfg.head_dim)
-    k = k.reshape(*k.shape[:-1], cfg.num_kv_heads, cfg.head_dim)
-    v = v.reshape(*v.shape[:-1], cfg.num_kv_heads, cfg.head_dim)
-    if cfg.qk_norm:
-        q = rms_norm(q, p["q_norm"], cfg.rms_norm_eps)
-        k = rms_norm(k, p["k_norm"], cfg.rms_norm_eps)
-    return q, k, v
-
-
-def mlp_block(cfg, p, lora, lora_scale, x, dtype):
-    """The SwiGLU MLP of one layer, its pre-norm included."""
-    h = rms_norm(x, p["mlp_norm"], cfg.rms_norm_eps)
-    gate = dense(h, p["gate"], layer_lora(lora, "gate"), lora_scale, dtype)
-    up = dense(h, p["up"], layer_lora(lora, "up"), lora_scale, dtype)
-    return dense(jax.nn.silu(gate) * up, p["down"], layer_lora(lora, "down"), lora_scale, dtype)
-
-
-def masked_softmax(scores, mask):
-    """Attention weights with masked keys excluded (a finite fill, so fully masked rows stay NaN-free).
-
-    The mask enters as an additive bias, whose gradient needs nothing saved: with
-    `where`, autodiff kept every layer's mask broadcast to the full score shape.
-    """
-    return jax.nn.softmax(scores + jnp.where(mask, 0.0, _MASKED), axis=-1)
-
-
-def _sequence_layer(cfg, dtype, lora_scale, x_BxTxD, p, lora, cos, sin, mask_BxTxT):
+def _sequence_layer(cfg, dtype, lora_scale, x_BxTxD, p, lora, sw, r: Rope, positions_BxT, mask_BxTxT,
+                    router_mask=None):
     h = rms_norm(x_BxTxD, p["attn_norm"], cfg.rms_norm_eps)
     q, k, v = qkv_projections(cfg, p, lora, lora_scale, h, dtype)
+    cos, sin = layer_rope(r, None if sw is None else sw.local)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     b, t = q.shape[:2]
     j, kd = cfg.num_kv_heads, cfg.head_dim
-    q_BxTxJxQxK = q.reshape(b, t, j, cfg.num_heads // j, kd)
-    s = mixed_einsum("btjqk,bsjk->bjqts", q_BxTxJxQxK, k, dtype) * kd**-0.5
-    w = masked_softmax(s, mask_BxTxT[:, None, None])
-    o = mixed_einsum("bjqts,bsjk->btjqk", w, v, dtype)
+    q_BxTxJxQxK = (q * query_scale(cfg)).reshape(b, t, j, cfg.num_heads // j, kd)
+    seen = mask_BxTxT[:, None, None]  # [B, 1, 1, T, S]
+    if sw is not None:
+        seen = seen & visible(positions_BxT[:, None, None, :, None], positions_BxT[:, None, None, None, :], sw.window)
+    o = attend(q_BxTxJxQxK, [KeyPart(k, v, seen, "btjqk,bsjk->bjqts", "bjqts,bsjk->btjqk")], "btjqk", dtype)
     o = o.reshape(b, t, cfg.num_heads * kd)
-    x = x_BxTxD + dense(o, p["o"], layer_lora(lora, "o"), lora_scale, dtype).astype(x_BxTxD.dtype)
-    x = x + mlp_block(cfg, p, lora, lora_scale, x, dtype).astype(x.dtype)
-    return x, _stored_kv(k, v, dtype)
+    x = x_BxTxD + attention_output(cfg, p, lora, lora_scale, o, dtype).astype(x_BxTxD.dtype)
+    y, stats = routed_mlp_block(cfg, p, lora, lora_scale, x, dtype, router_mask)
+    return x + y.astype(x.dtype), (_stored_kv(k, v, dtype), stats)
 
 
 def _stored_kv(k, v, dtype) -> KV:
@@ -116,25 +91,35 @@ def _stored_kv(k, v, dtype) -> KV:
     return KV(*(a.astype(dtype).astype(storage_dtype(dtype)) for a in (k, v)))
 
 
+def _checked(cfg: ModelConfig, stats: RouterStats | None) -> RouterStats:
+    if stats is None:
+        raise ValueError(f"router_mask asks for routing statistics, but {cfg.architecture} has no experts")
+    return stats
+
+
 def sequence_forward(params: dict, cfg: ModelConfig, tokens_BxT: jax.Array, mask_BxT: jax.Array, *,
                      lora: dict | None = None, lora_scale: float = 1.0, dtype=jnp.float32,
-                     remat: bool = False) -> tuple[jax.Array, KV]:
-    """Hidden states [B, T, D] (before the final norm) and per-layer keys/values [L, B, T, J, K]."""
+                     remat: bool = False, router_mask: jax.Array | None = None) -> tuple:
+    """Hidden states [B, T, D] (before the final norm) and per-layer keys/values [L, B, T, J, K].
+
+    `router_mask` [B, T] (mixture-of-experts models): the tokens whose routing to count; the function then
+    returns a third value, the per-layer `RouterStats` ([L, E]) the load-balancing loss reads.
+    """
     mask_BxT = mask_BxT.astype(bool)
     positions = positions_from_mask(mask_BxT)
-    cos, sin = rope_tables(positions, cfg)
+    r = rope(positions, cfg)
     t = tokens_BxT.shape[1]
     causal_TxT = jnp.tril(jnp.ones((t, t), bool))
     attn_mask = causal_TxT[None] & mask_BxT[:, None, :]
-    x = embed(params, tokens_BxT, jnp.float32)
-    layer_lora = None if lora is None else lora["layers"]
+    x = embed(params, tokens_BxT, jnp.float32, cfg)
+    adapters = None if lora is None else lora["layers"]
 
     def body(x, layer):
-        p, lp = layer
-        return _sequence_layer(cfg, dtype, lora_scale, x, p, lp, cos, sin, attn_mask)
+        p, lp, sw = layer
+        return _sequence_layer(cfg, dtype, lora_scale, x, p, lp, sw, r, positions, attn_mask, router_mask)
 
-    x, kv = jax.lax.scan(layer_checkpoint(body, remat), x, (params["layers"], layer_lora))
-    return x, kv
+    x, (kv, stats) = jax.lax.scan(layer_checkpoint(body, remat), x, (params["layers"], adapters, layer_switches(cfg)))
+    return (x, kv) if router_mask is None else (x, kv, _checked(cfg, stats))
 
 
 LONG_COMPLETION = 1024
@@ -162,31 +147,29 @@ def attention_query_block(b: int, g: int, h: int, p: int, c: int) -> int | None:
     return max(MIN_QUERY_BLOCK, min(LONG_COMPLETION, 1 << (rows.bit_length() - 1)))
 
 
-def _attention_block(cfg, dtype, q_BxGxCxJxQxK, k_BxGxSxJxK, v_BxGxSxJxK, prefix_kv, prefix_mask_BxP, q_offset):
+def _attention_block(cfg, dtype, q_BxGxCxJxQxK, k_BxGxSxJxK, v_BxGxSxJxK, prefix_kv, prefix_mask_BxP, q_offset,
+                     window=None):
     """Attention of C scaled queries, at branch positions q_offset.., over the prompt and, causally, the S keys
-    of their own branch; outputs [B, G, C, J, Q, K].
+    of their own branch (within `window` tokens, when the layer has one); outputs [B, G, C, J, Q, K].
 
-    One softmax over both parts as two partial ones (a shared max, summed
-    denominators), with the scores kept in the layouts their matmuls produce:
-    concatenating [prompt | branch] scores and slicing the weights back apart
-    copied the largest arrays of the layer several times in each pass.
+    The scores stay in the layouts their matmuls produce (`attend` combines the
+    two parts' softmaxes): concatenating [prompt | branch] scores and slicing
+    the weights back apart copied the largest arrays of the layer several
+    times in each pass.
     """
     c, s = q_BxGxCxJxQxK.shape[2], k_BxGxSxJxK.shape[2]
-    s_prefix = mixed_einsum("bgcjqk,bpjk->bjgcqp", q_BxGxCxJxQxK, prefix_kv.k, dtype)
-    s_prefix = s_prefix + jnp.where(prefix_mask_BxP, 0.0, _MASKED)[:, None, None, None, None, :]
-    s_own = mixed_einsum("bgcjqk,bgsjk->bgjcqs", q_BxGxCxJxQxK, k_BxGxSxJxK, dtype)
-    causal_CxS = (q_offset + jnp.arange(c))[:, None] >= jnp.arange(s)[None, :]
-    s_own = s_own + jnp.where(causal_CxS, 0.0, _MASKED)[:, None, :]
-    # The max only shifts the exponent (the softmax does not depend on it), so no gradient flows through it.
-    m_own = jnp.maximum(s_prefix.max(-1).transpose(0, 2, 1, 3, 4), s_own.max(-1))  # [B, G, J, C, Q]
-    m_own = jax.lax.stop_gradient(m_own)
-    e_prefix = jnp.exp(s_prefix - m_own.transpose(0, 2, 1, 3, 4)[..., None])
-    e_own = jnp.exp(s_own - m_own[..., None])
-    denominator = e_prefix.sum(-1).transpose(0, 2, 1, 3, 4) + e_own.sum(-1)  # [B, G, J, C, Q]
-    o_prefix = mixed_einsum("bjgcqp,bpjk->bgjcqk", e_prefix, prefix_kv.v, dtype)
-    o_own = mixed_einsum("bgjcqs,bgsjk->bgjcqk", e_own, v_BxGxSxJxK, dtype)
-    o = (o_prefix + o_own) / denominator[..., None]  # [B, G, J, C, Q, K]
-    return o.transpose(0, 1, 3, 2, 4, 5)
+    seen_prefix = prefix_mask_BxP[:, None, None, None, None, :]  # [B, J, G, C, Q, P]
+    q_at_C = q_offset + jnp.arange(c)
+    seen_own = (q_at_C[:, None] >= jnp.arange(s)[None, :])[:, None, :]  # [C, Q, S]
+    if window is not None:
+        q_pos_BxC = prefix_mask_BxP.sum(-1).astype(jnp.int32)[:, None] + q_at_C
+        k_pos_BxP = positions_from_mask(prefix_mask_BxP)
+        seen_prefix = seen_prefix & visible(q_pos_BxC[:, None, None, :, None, None],
+                                            k_pos_BxP[:, None, None, None, None, :], window)
+        seen_own = seen_own & visible(q_at_C[:, None, None], jnp.arange(s)[None, None, :], window)
+    parts = [KeyPart(prefix_kv.k, prefix_kv.v, seen_prefix, "bgcjqk,bpjk->bjgcqp", "bjgcqp,bpjk->bgjcqk"),
+             KeyPart(k_BxGxSxJxK, v_BxGxSxJxK, seen_own, "bgcjqk,bgsjk->bgjcqs", "bgjcqs,bgsjk->bgjcqk")]
+    return attend(q_BxGxCxJxQxK, parts, "bgjcqk", dtype).transpose(0, 1, 3, 2, 4, 5)
 
 
 def _query_blocks(x_BxGxCx_, rows: int) -> jax.Array:
@@ -204,7 +187,7 @@ def _from_query_blocks(x_NxBxGxRx_, c: int) -> jax.Array:
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _blockwise_attention(cfg, dtype, rows: int, q6, k, v, prefix_kv, prefix_mask_BxP):
+def _blockwise_attention(cfg, dtype, rows: int, q6, k, v, prefix_kv, prefix_mask_BxP, window):
     """`_attention_block` over blocks of `rows` queries in turn, so that only one block's [rows, P + C]
     scores exist at a time, in both passes: the backward pass recomputes each block's scores from the
     saved inputs (a custom VJP, as flash attention does). `jax.checkpoint` on the blocks did not hold: under
@@ -216,68 +199,71 @@ def _blockwise_attention(cfg, dtype, rows: int, q6, k, v, prefix_kv, prefix_mask
     """
     def one(args):
         i, q_block = args
-        return _attention_block(cfg, dtype, q_block, k, v, prefix_kv, prefix_mask_BxP, i * rows)
+        return _attention_block(cfg, dtype, q_block, k, v, prefix_kv, prefix_mask_BxP, i * rows, window)
 
     blocks = _query_blocks(q6, rows)
     return _from_query_blocks(jax.lax.map(one, (jnp.arange(blocks.shape[0]), blocks)), q6.shape[2])
 
 
-def _blockwise_attention_fwd(cfg, dtype, rows, q6, k, v, prefix_kv, prefix_mask_BxP):
-    out = _blockwise_attention(cfg, dtype, rows, q6, k, v, prefix_kv, prefix_mask_BxP)
-    return out, (q6, k, v, prefix_kv, prefix_mask_BxP)
+def _blockwise_attention_fwd(cfg, dtype, rows, q6, k, v, prefix_kv, prefix_mask_BxP, window):
+    out = _blockwise_attention(cfg, dtype, rows, q6, k, v, prefix_kv, prefix_mask_BxP, window)
+    return out, (q6, k, v, prefix_kv, prefix_mask_BxP, window)
 
 
 def _blockwise_attention_bwd(cfg, dtype, rows, res, g_BxGxCxJxQxK):
     """Block by block: the block's VJP gives its queries' gradient, and its share of the keys' and values'
     gradients, summed over the blocks in float32."""
-    q6, k, v, prefix_kv, prefix_mask_BxP = res
+    q6, k, v, prefix_kv, prefix_mask_BxP, window = res
     kv = (k, v, prefix_kv)
 
     def body(acc, args):
         i, q_block, g_block = args
-        attend = lambda q, kv: _attention_block(cfg, dtype, q, *kv, prefix_mask_BxP, i * rows)  # noqa: E731
-        dq, dkv = jax.vjp(attend, q_block, kv)[1](g_block)
+        block = lambda q, kv: _attention_block(cfg, dtype, q, *kv, prefix_mask_BxP, i * rows, window)  # noqa: E731
+        dq, dkv = jax.vjp(block, q_block, kv)[1](g_block)
         return jax.tree.map(lambda a, d: a + d.astype(jnp.float32), acc, dkv), dq
 
     zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, jnp.float32), kv)
     q_blocks, g_blocks = _query_blocks(q6, rows), _query_blocks(g_BxGxCxJxQxK, rows)
     dkv, dq_blocks = jax.lax.scan(body, zeros, (jnp.arange(q_blocks.shape[0]), q_blocks, g_blocks))
     dk, dv, dprefix = jax.tree.map(lambda d, a: d.astype(a.dtype), dkv, kv)
-    return _from_query_blocks(dq_blocks, q6.shape[2]), dk, dv, dprefix, None
+    return _from_query_blocks(dq_blocks, q6.shape[2]), dk, dv, dprefix, None, None
 
 
 _blockwise_attention.defvjp(_blockwise_attention_fwd, _blockwise_attention_bwd)
 
 
-def _branch_attention(cfg, dtype, q_BxGxCxHxK, k_BxGxCxJxK, v_BxGxCxJxK, prefix_kv, prefix_mask_BxP):
+def _branch_attention(cfg, dtype, q_BxGxCxHxK, k_BxGxCxJxK, v_BxGxCxJxK, prefix_kv, prefix_mask_BxP, window=None):
     """Each continuation token attends over its prompt (shared by the G branches) and, causally, its own
     branch: in one block, or in blocks of queries for long completions (`attention_query_block`)."""
     b, g, c = q_BxGxCxHxK.shape[:3]
     j, kd = cfg.num_kv_heads, cfg.head_dim
-    q6 = q_BxGxCxHxK.reshape(b, g, c, j, cfg.num_heads // j, kd) * kd**-0.5
+    q6 = (q_BxGxCxHxK * query_scale(cfg)).reshape(b, g, c, j, cfg.num_heads // j, kd)
     rows = attention_query_block(b, g, cfg.num_heads, prefix_mask_BxP.shape[-1], c)
     if rows is None:
-        o = _attention_block(cfg, dtype, q6, k_BxGxCxJxK, v_BxGxCxJxK, prefix_kv, prefix_mask_BxP, 0)
+        o = _attention_block(cfg, dtype, q6, k_BxGxCxJxK, v_BxGxCxJxK, prefix_kv, prefix_mask_BxP, 0, window)
     else:
-        o = _blockwise_attention(cfg, dtype, rows, q6, k_BxGxCxJxK, v_BxGxCxJxK, prefix_kv, prefix_mask_BxP)
+        o = _blockwise_attention(cfg, dtype, rows, q6, k_BxGxCxJxK, v_BxGxCxJxK, prefix_kv, prefix_mask_BxP,
+                                 window)
     return o.reshape(b, g, c, cfg.num_heads * kd)
 
 
-def _branch_layer(cfg, dtype, lora_scale, x, p, lora, cos, sin, prefix_kv, prefix_mask_BxP, pack=None):
+def _branch_layer(cfg, dtype, lora_scale, x, p, lora, sw, r: Rope, prefix_kv, prefix_mask_BxP, pack=None,
+                  router_mask=None):
     """One layer over continuation tokens x [B, G, C, D], or over their packed rows x [N, D] with `pack`
     (projections and MLP on the rows, attention on the [B, G, C] slots)."""
     h = rms_norm(x, p["attn_norm"], cfg.rms_norm_eps)
     q, k, v = qkv_projections(cfg, p, lora, lora_scale, h, dtype)
+    cos, sin = layer_rope(r, None if sw is None else sw.local)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     k, v = k.astype(dtype), v.astype(dtype)  # what the cache stores and the decode step attends to
     if pack is not None:  # packed rows [N, ...] -> slots [B, G, C, ...]
         q, k, v = (a[pack.slots_BxGxC] for a in (q, k, v))
-    o = _branch_attention(cfg, dtype, q, k, v, prefix_kv, prefix_mask_BxP)
+    o = _branch_attention(cfg, dtype, q, k, v, prefix_kv, prefix_mask_BxP, None if sw is None else sw.window)
     if pack is not None:
         o = o.reshape(-1, o.shape[-1])[pack.rows_N]
-    x = x + dense(o, p["o"], layer_lora(lora, "o"), lora_scale, dtype).astype(x.dtype)
-    x = x + mlp_block(cfg, p, lora, lora_scale, x, dtype).astype(x.dtype)
-    return x, _stored_kv(k, v, dtype)
+    x = x + attention_output(cfg, p, lora, lora_scale, o, dtype).astype(x.dtype)
+    y, stats = routed_mlp_block(cfg, p, lora, lora_scale, x, dtype, router_mask)
+    return x + y.astype(x.dtype), (_stored_kv(k, v, dtype), stats)
 
 
 def branch_positions(prefix_mask_BxP, q_offset, c):
@@ -286,32 +272,35 @@ def branch_positions(prefix_mask_BxP, q_offset, c):
     return prefix_len_B[:, None, None] + q_offset + jnp.arange(c)[None, None, :]
 
 
-def branch_rope(cfg, prefix_mask_BxP, q_offset, c):
+def branch_rope(cfg, prefix_mask_BxP, q_offset, c) -> Rope:
     """RoPE tables of C continuation tokens starting `q_offset` after each prompt's last real token."""
-    return rope_tables(branch_positions(prefix_mask_BxP, q_offset, c), cfg)
+    return rope(branch_positions(prefix_mask_BxP, q_offset, c), cfg)
 
 
 def branch_forward(params: dict, cfg: ModelConfig, tokens_BxGxC: jax.Array, prefix_kv: KV,
                    prefix_mask_BxP: jax.Array, *, lora: dict | None = None, lora_scale: float = 1.0, dtype=jnp.float32,
-                   remat: bool = False, prefix_rows_B: jax.Array | None = None) -> tuple[jax.Array, KV]:
+                   remat: bool = False, prefix_rows_B: jax.Array | None = None,
+                   router_mask: jax.Array | None = None) -> tuple:
     """Hidden states [B, G, C, D] of G continuations of each prompt, and their keys/values [L, B, G, C, J, K].
 
     prefix_rows_B: continuation b reads prompt prefix_rows_B[b] of `prefix_kv` (prefix_mask_BxP is already
     per continuation). Gathered layer by layer: gathering the whole [L, ...] stack up front took 0.1 s a
-    copy on a CPU, 0.4 s of a training step.
+    copy on a CPU, 0.4 s of a training step. `router_mask` [B, G, C]: as in `sequence_forward`.
     """
     prefix_mask_BxP = prefix_mask_BxP.astype(bool)
-    cos, sin = branch_rope(cfg, prefix_mask_BxP, 0, tokens_BxGxC.shape[2])
-    x = embed(params, tokens_BxGxC, jnp.float32)
-    layer_lora = None if lora is None else lora["layers"]
+    r = branch_rope(cfg, prefix_mask_BxP, 0, tokens_BxGxC.shape[2])
+    x = embed(params, tokens_BxGxC, jnp.float32, cfg)
+    adapters = None if lora is None else lora["layers"]
 
     def body(x, layer):
-        p, lp, pkv = layer
+        p, lp, sw, pkv = layer
         if prefix_rows_B is not None:
             pkv = KV(pkv.k[prefix_rows_B], pkv.v[prefix_rows_B])
-        return _branch_layer(cfg, dtype, lora_scale, x, p, lp, cos, sin, pkv, prefix_mask_BxP)
+        return _branch_layer(cfg, dtype, lora_scale, x, p, lp, sw, r, pkv, prefix_mask_BxP, router_mask=router_mask)
 
-    return jax.lax.scan(layer_checkpoint(body, remat), x, (params["layers"], layer_lora, prefix_kv))
+    xs = (params["layers"], adapters, layer_switches(cfg), prefix_kv)
+    x, (kv, stats) = jax.lax.scan(layer_checkpoint(body, remat), x, xs)
+    return (x, kv) if router_mask is None else (x, kv, _checked(cfg, stats))
 
 
 class Packing(NamedTuple):
@@ -350,13 +339,13 @@ def packed_branch_forward(params: dict, cfg: ModelConfig, tokens_BxGxC: jax.Arra
     pack = packing(mask_BxGxC, rows)
     positions = branch_positions(prefix_mask_BxP, 0, tokens_BxGxC.shape[2])
     positions_N = jnp.broadcast_to(positions, tokens_BxGxC.shape).reshape(-1)[pack.rows_N]
-    cos, sin = rope_tables(positions_N, cfg)
-    x = embed(params, tokens_BxGxC.reshape(-1)[pack.rows_N], jnp.float32)
-    layer_lora = None if lora is None else lora["layers"]
+    r = rope(positions_N, cfg)
+    x = embed(params, tokens_BxGxC.reshape(-1)[pack.rows_N], jnp.float32, cfg)
+    adapters = None if lora is None else lora["layers"]
 
     def body(x, layer):
-        p, lp, pkv = layer
-        return _branch_layer(cfg, dtype, lora_scale, x, p, lp, cos, sin, pkv, prefix_mask_BxP, pack)
+        p, lp, sw, pkv = layer
+        return _branch_layer(cfg, dtype, lora_scale, x, p, lp, sw, r, pkv, prefix_mask_BxP, pack)
 
-    x, kv = jax.lax.scan(body, x, (params["layers"], layer_lora, prefix_kv))
+    x, (kv, _) = jax.lax.scan(body, x, (params["layers"], adapters, layer_switches(cfg), prefix_kv))
     return x, kv, pack

@@ -31,6 +31,7 @@ ENTROPY = "actor/entropy"
 KL_LOSS = "actor/kl_loss"  # KL to the reference policy (the beta-weighted term, unweighted)
 REF_KL = "actor/ref_kl"  # KL to the reference, measured every N steps on rollouts even when beta = 0
 GRAD_NORM = "actor/grad_norm"
+ROUTER_AUX_LOSS = "actor/router_aux_loss"  # mixture of experts: the load-balancing loss (unweighted), when on
 LR = "actor/lr"
 
 # Lengths, in tokens.

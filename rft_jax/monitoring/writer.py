@@ -1,8 +1,9 @@
 """MetricsWriter: the one object the trainer hands each step's metrics and rollouts to.
 
 Per step it checks the alarms, then writes the metrics to `metrics.jsonl` (the
-record the report reads), to TensorBoard, and to the console. Every file is
-flushed before `write` returns, so a crash loses nothing already logged. On
+record the report reads), to TensorBoard, to the console and to the experiment trackers the
+config names (wandb, MLflow: trackers/). Every file is flushed before `write` returns, so a crash loses
+nothing already logged. On
 multi-host runs only the primary process (`jax.process_index() == 0`) writes;
 the others get a writer whose methods do nothing, so the trainer needs no `if`.
 
@@ -11,6 +12,7 @@ Layout of a run directory:
   alarms.jsonl             one JSON object per alarm, the first time it fires
   rollouts/step_<n>.jsonl  the completions of step n, one record a line
   tensorboard/             TensorBoard event files
+  trackers.json            the tracker runs' ids, which --resume continues
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from rft_jax.monitoring.alarm_monitor import AlarmMonitor
 from rft_jax.monitoring.alarms import AlarmConfig
 from rft_jax.monitoring.console import ConsoleView
 from rft_jax.monitoring.jsonl import append_jsonl, drop_after_step, read_jsonl
+from rft_jax.monitoring.trackers import Tracker, TrackingConfig, open_trackers, run_outputs
 
 METRICS_FILE = "metrics.jsonl"
 ALARMS_FILE = "alarms.jsonl"
@@ -64,20 +67,29 @@ class MetricsWriter:
         console: bool = True,
         tensorboard: bool = True,
         keep_through: int | None = None,
+        tracking: TrackingConfig = TrackingConfig(),
+        run_config: Mapping[str, Any] | None = None,
     ):
         """`alarm_config=None` turns the alarms off; `console`/`tensorboard=False` suit tests and notebooks.
         `keep_through`: a resumed run's last step kept (its checkpoint's; -1 when it starts again from the top):
-        later records are dropped, TensorBoard hides their events, and the alarms replay the records kept."""
+        later records are dropped, TensorBoard hides their events, and the alarms replay the records kept.
+        `tracking`: the trackers to open (none by default), which get `run_config` (config.json's tree) first;
+        with `keep_through` set they continue the runs RUN/trackers.json names."""
         self.run_dir = Path(run_dir)
         self.is_primary = is_primary
         self._alarms = AlarmMonitor(alarm_config) if alarm_config is not None and is_primary else None
         self._console = ConsoleView(total_steps) if console and is_primary else None
         self._tb = None
+        self._trackers: list[Tracker] = []
+        self._warned: set[tuple[type, str]] = set()
+        self._opened = time.time()
         if not is_primary:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if keep_through is not None:
             self._resume(keep_through)
+        if tracking.trackers:  # first: a tracker that cannot start leaves nothing open
+            self._trackers = open_trackers(tracking, self.run_dir, run_config or {}, keep_through is not None)
         if tensorboard:
             from tensorboardX import SummaryWriter  # imported here: non-primary hosts never need it
 
@@ -124,7 +136,26 @@ class MetricsWriter:
             self._tb.flush()
         if self._console is not None:
             self._console.update(step, scalars)
+        self._to_trackers("log step", lambda t: t.log(int(step), scalars))
         return scalars
+
+    def _to_trackers(self, what: str, call) -> None:
+        """`call` on each tracker. A tracker that fails (its server down) is reported, once per tracker and
+        action, and the run goes on: metrics.jsonl holds every step, and losing a long run to a tracker's hiccup
+        costs more."""
+        for tracker in self._trackers:
+            try:
+                call(tracker)
+            except Exception as err:  # noqa: BLE001 (any tracker's error type)
+                if (type(tracker), what) in self._warned:
+                    continue
+                self._warned.add((type(tracker), what))
+                message = (f"[rft-jax] {type(tracker).__name__}: {what} failed ({type(err).__name__}: {err}); "
+                           "metrics.jsonl has it (further such errors are not printed)")
+                if self._console is not None:
+                    self._console.print(message)
+                else:
+                    print(message)
 
     def write_rollouts(self, step: int, records: Iterable[Mapping[str, Any]]) -> Path | None:
         """Save a step's completions (e.g. {"prompt", "completion", "reward", "components"}) for later reading."""
@@ -134,7 +165,12 @@ class MetricsWriter:
         append_jsonl(path, records, overwrite=True)  # a resumed run redoing step n replaces it
         return path
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Ends the trackers' runs (a finished one uploads results.json and curves.png if this attempt wrote
+        them; `failed` marks one that died), then TensorBoard and the console. Closing twice does nothing."""
+        artifacts, summary = run_outputs(self.run_dir, self._opened) if self._trackers and not failed else ([], {})
+        self._to_trackers("finish", lambda t: t.finish(artifacts, summary, failed))
+        self._trackers = []
         if self._tb is not None:
             self._tb.close()
             self._tb = None
@@ -145,5 +181,5 @@ class MetricsWriter:
     def __enter__(self) -> MetricsWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc: object) -> None:
+        self.close(failed=exc_type is not None)

@@ -23,6 +23,7 @@ RULES: dict[str, tuple[str, ...]] = {
     "heads": ("tensor",),  # H*K: query heads (q out, o in)
     "kv_heads": ("tensor",),  # J*K in k/v weights, J in the KV cache
     "mlp": ("tensor",),  # F
+    "expert": ("tensor",),  # E: a mixture's experts, split as the dense MLP's F is (rft_jax/model/moe.py)
     "vocab": ("tensor",),  # V
     "layers": (),  # L: scanned, never split
     "lora_rank": (),  # R
@@ -35,11 +36,15 @@ RULES: dict[str, tuple[str, ...]] = {
 
 # Where each tensor of the parameter pytree (docs/DESIGN.md) gets its logical axes.
 TOP_AXES = {"embed": ("vocab", "embed"), "unembed": ("embed", "vocab"), "final_norm": ("norm",)}
-LAYER_AXES = {"attn_norm": ("norm",), "mlp_norm": ("norm",), "q_norm": ("head_dim",), "k_norm": ("head_dim",)}
+LAYER_AXES = {"attn_norm": ("norm",), "mlp_norm": ("norm",), "q_norm": ("head_dim",), "k_norm": ("head_dim",),
+              "attn_post_norm": ("norm",), "mlp_post_norm": ("norm",)}  # the last two: Gemma's post-norms
 PROJECTION_AXES = {  # (in, out) of each projection
     "q": ("embed", "heads"), "k": ("embed", "kv_heads"), "v": ("embed", "kv_heads"), "o": ("heads", "embed"),
     "gate": ("embed", "mlp"), "up": ("embed", "mlp"), "down": ("mlp", "embed"),
+    "router": ("embed", "expert"),
 }
+EXPERT_AXES = {"gate": ("expert", "embed", "mlp"), "up": ("expert", "embed", "mlp"),  # [E, in, out]
+               "down": ("expert", "mlp", "embed")}
 KV_CACHE_AXES = ("layers", "batch", "group", "cache", "kv_heads", "head_dim")  # k_LxBxGxSxJxK
 PREFIX_KV_AXES = ("layers", "batch", "length", "kv_heads", "head_dim")  # k_LxBxPxJxK
 # The sampler's per-layer decode layouts (rft_jax.model.transformer.decode_layout / empty_decode_cache);
@@ -80,6 +85,8 @@ def param_axes(path: list[str]) -> tuple[str, ...]:
         return TOP_AXES[path[0]]
     if path[1] in LAYER_AXES:
         return ("layers", *LAYER_AXES[path[1]])
+    if path[1] == "experts":
+        return ("layers", *EXPERT_AXES[path[2]])
     n_in, n_out = PROJECTION_AXES[path[1]]
     return {"w": ("layers", n_in, n_out), "b": ("layers", n_out)}[path[2]]
 

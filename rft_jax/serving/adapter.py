@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rft_jax.model.config import ModelConfig
+from rft_jax.model.lora import check_targets
 from rft_jax.model.params import projection_shapes
 
 HF_MODULES = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o",
@@ -53,6 +54,10 @@ def parse_adapter_tensors(tensors: dict[str, np.ndarray]) -> dict[str, dict[int,
 
 def stack_lora(cfg: ModelConfig, found: dict[str, dict[int, dict[str, np.ndarray]]], dtype=jnp.float32) -> dict:
     """The stacked LoRA pytree, every shape checked against the model."""
+    try:
+        check_targets(cfg, tuple(found))  # a mixture of experts: attention adapters only
+    except ValueError as err:
+        raise AdapterError(str(err)) from None
     shapes = projection_shapes(cfg)
     layers = {}
     for proj, by_layer in found.items():

@@ -3,8 +3,8 @@
 The cache holds one row per slot, k_LxSxTxJxK, and each slot is at its own
 position: a request that joins mid-flight sits next to one that is 500 tokens
 in. `branch_decode_step` shares one step index across its batch, so the decode step
-here is a per-slot variant of it, built from the same layer pieces (`qkv_projections`,
-`mlp_block`, `rms_norm`, `apply_rope`, `dense`) so the numerics are the model's own.
+here is a per-slot variant of it, built from the same layer pieces (`rft_jax.model.block`) and
+attention function (`rft_jax.model.attention.attend`) so the numerics are the model's own.
 
 Shapes are static for jit: the prompt bucket P, the number of leading slots
 decoded (`rows`, a power of two covering the highest busy slot) and the
@@ -19,19 +19,21 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from rft_jax.model.config import ModelConfig
-from rft_jax.model.layers import apply_rope, dense, rms_norm, rope_tables
-
-# Private layer pieces of the model, reused so a decode step computes exactly what a forward does.
-from rft_jax.model.transformer import (
-    KV,
-    layer_lora,
-    logits,
-    masked_softmax,
+from rft_jax.model.attention import KeyPart, attend, query_scale, visible
+from rft_jax.model.block import (
+    attention_output,
+    embed,
+    layer_rope,
+    layer_switches,
     mlp_block,
     qkv_projections,
-    sequence_forward,
+    rope,
 )
+from rft_jax.model.config import ModelConfig
+from rft_jax.model.layers import apply_rope, rms_norm
+
+# The model's layer pieces, reused so a decode step computes exactly what a forward does.
+from rft_jax.model.transformer import KV, logits, sequence_forward
 from rft_jax.serving.slot_sampling import slot_draw, step_keys
 
 
@@ -56,24 +58,23 @@ def prefill_slots(params: dict, cfg: ModelConfig, cache: KV, tokens_BxP: jax.Arr
     return cache, first
 
 
-def _decode_layer(cfg, dtype, lora_scale, positions_S, cos, sin, x_SxD, p, lora, k_SxWxJxK, v_SxWxJxK):
+def _decode_layer(cfg, dtype, lora_scale, positions_S, r, x_SxD, p, lora, sw, k_SxWxJxK, v_SxWxJxK):
     h = rms_norm(x_SxD, p["attn_norm"], cfg.rms_norm_eps)
     q, k, v = qkv_projections(cfg, p, lora, lora_scale, h, dtype)  # q [S, H, K], k/v [S, J, K]
+    cos, sin = layer_rope(r, None if sw is None else sw.local)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     s, w = x_SxD.shape[0], k_SxWxJxK.shape[1]
     j, kd = cfg.num_kv_heads, cfg.head_dim
-    q4 = q.reshape(s, j, cfg.num_heads // j, kd).astype(dtype)
+    q4 = (q * query_scale(cfg)).reshape(s, j, cfg.num_heads // j, kd)
     k, v = k.astype(dtype), v.astype(dtype)
     # Keys: this slot's cached tokens before its position, then the token itself.
-    s_cache = jnp.einsum("sjqk,stjk->sjqt", q4, k_SxWxJxK, preferred_element_type=jnp.float32)
-    s_self = jnp.einsum("sjqk,sjk->sjq", q4, k, preferred_element_type=jnp.float32)[..., None]
-    mask_cache = jnp.broadcast_to((jnp.arange(w)[None, :] < positions_S[:, None])[:, None, None, :], s_cache.shape)
-    weights = masked_softmax(jnp.concatenate([s_cache, s_self], -1) * kd**-0.5,
-                               jnp.concatenate([mask_cache, jnp.ones_like(s_self, bool)], -1)).astype(dtype)
-    o = jnp.einsum("sjqt,stjk->sjqk", weights[..., :w], v_SxWxJxK, preferred_element_type=jnp.float32)
-    o = o + weights[..., w:].astype(jnp.float32) * v[:, :, None, :].astype(jnp.float32)
-    o = o.reshape(s, cfg.num_heads * kd)
-    x = x_SxD + dense(o, p["o"], layer_lora(lora, "o"), lora_scale, dtype).astype(x_SxD.dtype)
+    seen_cache = (jnp.arange(w)[None, :] < positions_S[:, None])[:, None, None, :]  # [S, 1, 1, W]
+    if sw is not None:
+        seen_cache = seen_cache & visible(positions_S[:, None, None, None], jnp.arange(w), sw.window)
+    parts = [KeyPart(k_SxWxJxK, v_SxWxJxK, seen_cache, "sjqk,stjk->sjqt", "sjqt,stjk->sjqk"),
+             KeyPart(k[:, None], v[:, None], jnp.ones((1,), bool), "sjqk,stjk->sjqt", "sjqt,stjk->sjqk")]
+    o = attend(q4, parts, "sjqk", dtype).reshape(s, cfg.num_heads * kd)
+    x = x_SxD + attention_output(cfg, p, lora, lora_scale, o, dtype).astype(x_SxD.dtype)
     x = x + mlp_block(cfg, p, lora, lora_scale, x, dtype).astype(x.dtype)
     return x, KV(k, v)
 
@@ -85,15 +86,16 @@ def decode_slots(params: dict, cfg: ModelConfig, cache: KV, tokens_S: jax.Array,
     """One decode step of the first S slots: token `tokens_S[s]` sits at `positions_S[s]`; its keys/values
     are written there and the token for the next position is sampled. Needs positions_S <= window."""
     s = tokens_S.shape[0]
-    cos, sin = rope_tables(positions_S, cfg)
-    x = params["embed"][tokens_S].astype(jnp.float32)
-    layer_lora = None if lora is None else lora["layers"]
+    r = rope(positions_S, cfg)
+    x = embed(params, tokens_S, jnp.float32, cfg)
+    adapters = None if lora is None else lora["layers"]
 
     def body(x, layer):
-        p, lp, kc, vc = layer
-        return _decode_layer(cfg, dtype, lora_scale, positions_S, cos, sin, x, p, lp, kc, vc)
+        p, lp, sw, kc, vc = layer
+        return _decode_layer(cfg, dtype, lora_scale, positions_S, r, x, p, lp, sw, kc, vc)
 
-    x, new_kv = jax.lax.scan(body, x, (params["layers"], layer_lora, cache.k[:, :s, :window], cache.v[:, :s, :window]))
+    xs = (params["layers"], adapters, layer_switches(cfg), cache.k[:, :s, :window], cache.v[:, :s, :window])
+    x, new_kv = jax.lax.scan(body, x, xs)
     rows = jnp.arange(s)
     cache = KV(*(full.at[:, rows, positions_S].set(new.astype(full.dtype)) for full, new in zip(cache, new_kv)))
     nxt = slot_draw(step_keys(seeds_Sx2, positions_S + 1), logits(params, cfg, x, dtype), temperature_S, top_p_S)

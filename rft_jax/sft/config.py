@@ -31,3 +31,5 @@ class SFTConfig:
     """Targets are cut to this many tokens (end-of-turn included)."""
     out_dir: str = "runs/sft"
     """Receives config.json, sft_losses.json, checkpoints/latest/STEPS and export/."""
+    export_dtype: Literal["float32", "bfloat16"] = "float32"
+    """The dtype export/ (model, adapter) is written in: bfloat16 halves it; training stays float32."""

@@ -78,8 +78,9 @@ def self_format_demos(params, cfg, tokenizer, examples, *, key: jax.Array, max_n
 
 def pack(tokenizer, pairs: list[tuple[list[int], str]], max_target_tokens: int):
     """Left-padded prompts [B, P] and targets right-padded to exactly `max_target_tokens` [B, C]
-    (end-of-turn token appended; longer targets cut). One target length means one compile."""
-    targets = [tokenizer.encode(text)[: max_target_tokens - 1] + [tokenizer.eos_ids[0]] for _, text in pairs]
+    (the template's end-of-turn token appended, e.g. Llama 3's `<|eot_id|>`, not an end-of-text eos;
+    longer targets cut). One target length means one compile."""
+    targets = [tokenizer.encode(text)[: max_target_tokens - 1] + [tokenizer.end_of_turn_id] for _, text in pairs]
     c = max_target_tokens
     prompt, pmask = left_pad([p for p, _ in pairs], bucket(max(len(p) for p, _ in pairs)), tokenizer.pad_id, len(pairs))
     target = np.full((len(pairs), c), tokenizer.pad_id, np.int32)
@@ -123,7 +124,7 @@ def conversation_pairs(tokenizer, example, tools: list | None = None) -> list[tu
             raise ValueError(f"example {example.id}: the chat template renders turn {i} differently in context; "
                              "cannot cut its text out of the conversation")
         turn = whole[len(context):]
-        end = tokenizer.decode([tokenizer.eos_ids[0]], skip_special_tokens=False)
+        end = tokenizer.decode([tokenizer.end_of_turn_id], skip_special_tokens=False)
         cut = turn.rfind(end)
         pairs.append((tokenizer.encode(context), turn[:cut] if cut >= 0 else turn.rstrip()))
     return pairs

@@ -13,6 +13,7 @@ from rft_jax.data.tasks.prompt import PromptStyle
 from rft_jax.grpo import AdvantageConfig, GRPOLossConfig, OptimizerConfig
 from rft_jax.model.lora import LoraConfig
 from rft_jax.model.registry import ModelSpec
+from rft_jax.monitoring.trackers import TrackingConfig
 from rft_jax.parallel.distributed import DistributedConfig
 from rft_jax.parallel.mesh import MeshConfig
 from rft_jax.rewards.process_pool import RewardWorkersConfig
@@ -231,7 +232,13 @@ class TrainConfig:
     (`actor/ref_kl`, in the report's KL panel and read by the KL alarm), even when beta = 0; 0: off.
     Full fine-tuning with beta = 0 then keeps a copy of the starting weights as the reference."""
     rollout_log_interval: int = 5
+    tracking: TrackingConfig = TrackingConfig()
+    """Experiment trackers the metrics also go to (wandb, MLflow; each an extra to install), e.g.
+    --tracking.trackers mlflow --tracking.project arithmetic."""
     export: bool = True
+    export_dtype: Literal["float32", "bfloat16"] = "float32"
+    """The dtype export/ (model, adapter, base) is written in: bfloat16 halves it, as most Hub checkpoints are
+    stored; training and checkpoints stay float32."""
     mesh: MeshConfig = MeshConfig()
     """Device layout data x fsdp x tensor (docs/scaling.md); the default shards everything FSDP over all devices."""
     distributed: DistributedConfig = DistributedConfig()

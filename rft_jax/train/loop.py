@@ -71,7 +71,8 @@ def run_prepared(cfg: TrainConfig, inputs: setup.Prepared, pool, rollout_mesh: M
         scorers = {name: s if isinstance(s, PooledScorer) else PooledScorer(s, pool) for name, s in scorers.items()}
     # A resumed run redoes the steps after its checkpoint; without one, it starts again from the base evaluation.
     writer = MetricsWriter(run_dir, total_steps=inputs.steps, is_primary=is_primary(),
-                           keep_through=(start or -1) if cfg.resume else None)
+                           keep_through=(start or -1) if cfg.resume else None, tracking=cfg.tracking,
+                           run_config=setup.config_json(cfg))
     results: dict = {}
     try:
         if start == 0:
@@ -98,6 +99,9 @@ def run_prepared(cfg: TrainConfig, inputs: setup.Prepared, pool, rollout_mesh: M
         early = bool(stopped and cfg.evaluation.patience and meta["bad_evals"] >= cfg.evaluation.patience)
         state = best_after_early_stop(trainer, state, ckpt) if early else state
         return finish(trainer, state, inputs, scorers, run_dir, results, started)
+    except BaseException:
+        writer.close(failed=True)  # the trackers mark the run failed; what it logged stays
+        raise
     finally:
         writer.close()
         ckpt.close()

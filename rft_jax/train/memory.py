@@ -65,7 +65,9 @@ def layer_activation_bytes(m: ModelConfig) -> int:
     queries and the attention output (2HK), keys and values before and after rotation (4JK), the MLP (4F).
     46.1 KB for SmolLM2-135M; XLA's analysis of its compiled step on a CPU gave 45.7 KB."""
     hk, jk = m.num_heads * m.head_dim, m.num_kv_heads * m.head_dim
-    return 4 * (6 * m.hidden_size + 2 * hk + 4 * jk + 4 * m.intermediate_size)
+    # A mixture of experts runs every token through every expert (rft_jax/model/moe.py): E expert MLPs' worth.
+    mlp = m.num_experts * m.moe_intermediate_size + m.num_experts if m.num_experts else m.intermediate_size
+    return 4 * (6 * m.hidden_size + 2 * hk + 4 * jk + 4 * mlp)
 
 
 def activation_bytes(m: ModelConfig, run: RunShape, backend: str) -> int:

@@ -1,9 +1,10 @@
 """Checks a run makes before it loads a model or compiles anything, so a bad path fails in a second.
 
 The model: its file or folder exists, holds weights, a tokenizer and a config,
-and is of a family rft_jax implements. The run directory: it can be created and
-written, and its disk has room for what the run will write there. Every error
-names the file or field and what to do.
+and is of a family rft_jax implements. The experiment trackers asked for are
+installed. The run directory: it can be created and written, and its disk has
+room for what the run will write there. Every error names the file or field and
+what to do.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ import shutil
 import socket
 from pathlib import Path
 
-from rft_jax.model.config import SUPPORTED_ARCHITECTURES, ModelConfig, ModelConfigError
+from rft_jax.model.config import ModelConfig, ModelConfigError
+from rft_jax.model.families import SUPPORTED_ARCHITECTURES
+from rft_jax.model.lora import check_targets
 from rft_jax.model.params import WeightsError, projection_shapes
-from rft_jax.model.registry import REGISTRY, load_config, resolve_logprob_impl, resolve_model_path
+from rft_jax.model.registry import REGISTRY, apply_spec, load_config, resolve_logprob_impl, resolve_model_path
+from rft_jax.monitoring.trackers import TrackingConfig, missing_extra
 from rft_jax.train.config import TrainConfig
 from rft_jax.train.setup import ConfigError
 
@@ -33,12 +37,24 @@ def check_run(cfg: TrainConfig, writes: bool = True) -> None:
     model_cfg = check_model(cfg.model.name)
     try:
         resolve_logprob_impl(cfg.model.logprob_impl)
+        model_cfg = apply_spec(model_cfg, cfg.model)
+        if cfg.mode == "lora":
+            check_targets(model_cfg, cfg.lora.targets)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     if writes:
+        check_trackers(cfg.tracking)
         out_dir = Path(cfg.out_dir)
         probe_write(out_dir)
         check_room(out_dir, bytes_needed(cfg, model_cfg), cfg.resume)
+
+
+def check_trackers(tracking: TrackingConfig) -> None:
+    """Each tracker asked for can be imported (it is an extra: process 0 alone logs to it), so a missing
+    install fails now, with its pip command, rather than after the model is loaded."""
+    for name in tracking.trackers:
+        if problem := missing_extra(name):
+            raise ConfigError(problem)
 
 
 def check_model(name: str) -> ModelConfig:
@@ -119,8 +135,8 @@ def lora_params(model_cfg: ModelConfig, cfg: TrainConfig) -> int:
 
 def bytes_needed(cfg: TrainConfig, model_cfg: ModelConfig) -> dict[str, int]:
     """What the run writes into out_dir, roughly, by kind. A checkpoint holds the trainable parameters and
-    Adam's two moments (float32); a save writes the new latest before it deletes the oldest. Exports and a warm
-    start's model are float32 Hugging Face folders."""
+    Adam's two moments (float32); a save writes the new latest before it deletes the oldest. A warm start's model
+    is a float32 Hugging Face folder, the export one in `export_dtype` (bfloat16: half the bytes)."""
     model = 4 * model_cfg.num_params
     lora = cfg.mode == "lora"
     trainable = 4 * lora_params(model_cfg, cfg) if lora else model
@@ -128,6 +144,7 @@ def bytes_needed(cfg: TrainConfig, model_cfg: ModelConfig) -> dict[str, int]:
     export = model + trainable if lora else model
     if lora and (cfg.init_from or cfg.warm_start.steps > 0):
         export += model  # the base the adapter applies to is written beside it
+    export = export // 2 if cfg.export_dtype == "bfloat16" else export
     return {"checkpoints": 3 * trainable * kept, "export": export if cfg.export else 0,
             "warm start": model if cfg.warm_start.steps > 0 else 0, "logs": LOGS_BYTES}
 

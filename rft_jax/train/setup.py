@@ -21,6 +21,7 @@ from rft_jax.data.validate import id_list, load_examples, write_jsonl
 from rft_jax.grpo import TrainState, make_optimizer
 from rft_jax.model import load_model
 from rft_jax.model.lora import init_lora
+from rft_jax.model.registry import apply_spec
 from rft_jax.model.tokenizer import load_tokenizer
 from rft_jax.parallel.distributed import barrier, is_primary
 from rft_jax.rewards import build_reward
@@ -116,7 +117,7 @@ def build_scorer(spec):
 def load_policy(cfg: TrainConfig):
     """(model config, float32 params, tokenizer)."""
     model_cfg, params = load_model(cfg.model.name, dtype=jnp.float32)
-    return model_cfg, params, load_tokenizer(cfg.model.name)
+    return apply_spec(model_cfg, cfg.model), params, load_tokenizer(cfg.model.name)
 
 
 def check_lengths(cfg: TrainConfig, model_cfg) -> None:

@@ -52,6 +52,12 @@ def loss_config(s: StepSettings) -> GRPOLossConfig:
     return dataclasses.replace(s.loss, norm_length=s.max_new_tokens)
 
 
+def router_loss_on(model: ModelConfig) -> bool:
+    """Whether the step adds the load-balancing loss: a mixture of experts whose config weighs it (the HF
+    config's `router_aux_loss_coef` when it sets `output_router_logits`, as transformers trains)."""
+    return model.num_experts > 0 and model.router_aux_loss_coef > 0
+
+
 def _loss_mask(batch: RolloutBatch) -> jax.Array:
     return batch.completion_mask_BxGxC if batch.loss_mask_BxGxC is None else batch.loss_mask_BxGxC
 
@@ -75,9 +81,10 @@ def batch_loss(trainable: dict, frozen: dict | None, reference: dict | None, bat
     dtype = jnp.dtype(s.dtype)
     kw = dict(lora_scale=s.lora_scale or 1.0, temperature=s.temperature, dtype=dtype, remat=s.remat,
               implementation=s.logprob_impl, short_completion=short_completion, mesh=s.mesh)
-    logp, entropy = completion_logprobs(params, s.model, batch.prompt_BxP, batch.prompt_mask_BxP,
-                                        batch.completion_BxGxC, lora=lora,
-                                        completion_mask_BxGxC=batch.completion_mask_BxGxC, **kw)
+    logp, entropy, *router_loss = completion_logprobs(params, s.model, batch.prompt_BxP, batch.prompt_mask_BxP,
+                                                      batch.completion_BxGxC, lora=lora,
+                                                      completion_mask_BxGxC=batch.completion_mask_BxGxC,
+                                                      router_loss=router_loss_on(s.model), **kw)
     ref_logp = None
     if s.loss.beta != 0.0:
         ref_params = frozen if lora_mode else reference
@@ -100,6 +107,9 @@ def batch_loss(trainable: dict, frozen: dict | None, reference: dict | None, bat
                               behaviour_logp_BxC=flat(behaviour))  # coupled: the ratio against it (loss.py)
     if not s.use_old_logp:  # one update: old_logp holds the sampler's own log-probs of these tokens
         metrics.update(mismatch_metrics(jax.lax.stop_gradient(logp), batch.old_logp_BxGxC, _loss_mask(batch)))
+    if router_loss:  # a mixture of experts' load-balancing loss, over this (micro-)batch's routed tokens
+        loss = loss + s.model.router_aux_loss_coef * router_loss[0]
+        metrics["actor/router_aux_loss"] = router_loss[0]
     return loss, {"actor/loss": loss, **metrics}
 
 
