@@ -229,6 +229,9 @@ def _same(x, y):
     return all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(x), jax.tree.leaves(y)))
 
 
+# Slow (40 s of compiles); the default suite keeps the weights' math (test_importance_weights_and_metrics_by_hand)
+# and the behaviour log-probs reaching the trainer's batch (test_the_trainer_keeps_the_samplers_log_probs_as_behaviour).
+@pytest.mark.slow
 def test_behaviour_log_probs_reach_the_step_loss_in_both_paths():
     params, lora, stale, logp = _model_and_batch()
     mask = stale.completion_mask_BxGxC
