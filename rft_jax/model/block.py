@@ -110,8 +110,12 @@ def layer_switches(cfg: ModelConfig) -> LayerSwitches | None:
     windows = layer_windows(cfg)
     if not any(windows) and cfg.rope_local_theta is None:
         return None
-    local = [w > 0 and cfg.rope_local_theta is not None for w in windows]
-    return LayerSwitches(jnp.asarray(windows, jnp.int32), jnp.asarray(local))
+    return LayerSwitches(jnp.asarray(windows, jnp.int32), jnp.asarray(local_rope_layers(cfg)))
+
+
+def local_rope_layers(cfg: ModelConfig) -> tuple[bool, ...]:
+    """Each layer's choice of RoPE base: Gemma's sliding-window layers take the local one."""
+    return tuple(w > 0 and cfg.rope_local_theta is not None for w in layer_windows(cfg))
 
 
 class Rope(NamedTuple):

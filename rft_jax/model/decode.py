@@ -29,7 +29,16 @@ import jax
 import jax.numpy as jnp
 
 from rft_jax.model.attention import KeyPart, attend, layer_windows, query_scale, visible
-from rft_jax.model.block import Rope, activation, embed, layer_rope, mlp_block, split_heads, sublayer_output
+from rft_jax.model.block import (
+    Rope,
+    activation,
+    embed,
+    layer_rope,
+    local_rope_layers,
+    mlp_block,
+    split_heads,
+    sublayer_output,
+)
 from rft_jax.model.config import ModelConfig
 from rft_jax.model.layers import apply_rope, lora_delta, rms_norm
 from rft_jax.model.precision import concat_bits, storage_dtype
@@ -220,9 +229,9 @@ def branch_decode_step(weights: dict, cfg: ModelConfig, tokens_BxG: jax.Array, p
     tables = Rope(read(rope.cos), read(rope.sin), None if rope.local is None else tuple(map(read, rope.local)))
     x = embed(weights["head"], tokens_BxG.reshape(b * g), jnp.float32, cfg)
     new_cache = []
-    for i, (w, pkv, kv) in enumerate(zip(weights["layers"], prefix, cache)):
-        window = layer_windows(cfg)[i]
-        cos, sin = layer_rope(tables, bool(window) and cfg.rope_local_theta is not None)
+    layers = zip(weights["layers"], prefix, cache, layer_windows(cfg), local_rope_layers(cfg))
+    for w, pkv, kv, window, local in layers:
+        cos, sin = layer_rope(tables, local)
         x, kv = _decode_layer(cfg, dtype, lora_scale, b, g, step, x, w, cos, sin, pkv, prefix_mask_BxP, kv,
                               valid_RxS, window, q_offset_R)
         new_cache.append(kv)
